@@ -1,0 +1,103 @@
+"""JAX primitives for :mod:`tfmm.core` (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax import lax  # noqa: E402
+
+
+class JaxBackend:
+    """Machinery only: namespace, control flow, autodiff and conversion; no simulation math."""
+
+    name = "jax"
+    xp = jnp
+
+    def asarray(self, x: Any, dtype: str = "float64") -> jax.Array:
+        return jnp.asarray(x, dtype=jnp.dtype(dtype))
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.asarray(x)
+
+    def scan(self, step: Callable, carry: Any, xs: Any, checkpoint_every: int | None = None) -> tuple[Any, Any]:
+        """lax.scan(step, carry, xs); with ``checkpoint_every`` the scan is split into segments whose
+        inner steps are rematerialised on the backward pass (memory O(T / k + k) instead of O(T))."""
+        if not checkpoint_every:
+            return lax.scan(step, carry, xs)
+        leaves = jax.tree_util.tree_leaves(xs)
+        length = leaves[0].shape[0]
+        k = int(checkpoint_every)
+        if length <= k:
+            return lax.scan(step, carry, xs)
+        n_full = length // k
+        head = jax.tree_util.tree_map(lambda a: a[: n_full * k].reshape((n_full, k) + a.shape[1:]), xs)
+        tail = jax.tree_util.tree_map(lambda a: a[n_full * k :], xs)
+
+        @jax.checkpoint
+        def segment(c, seg_xs):
+            return lax.scan(step, c, seg_xs)
+
+        carry, ys_head = lax.scan(segment, carry, head)
+        ys_head = jax.tree_util.tree_map(lambda a: a.reshape((n_full * k,) + a.shape[2:]), ys_head)
+        if length == n_full * k:
+            return carry, ys_head
+        carry, ys_tail = lax.scan(step, carry, tail)
+        return carry, jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b], axis=0), ys_head, ys_tail)
+
+    def associative_scan(self, fn: Callable, elems: Any, axis: int = 0) -> Any:
+        return lax.associative_scan(fn, elems, axis=axis)
+
+    def stop_gradient(self, x: Any) -> Any:
+        return lax.stop_gradient(x)
+
+    def where(self, cond: Any, x: Any, y: Any) -> Any:
+        """Element-wise select. Callers keep both branches finite (the double-where idiom), so the
+        gradient of the unselected branch is an exact zero, never NaN."""
+        return jnp.where(cond, x, y)
+
+    def one_hot(self, index: Any, n: int, dtype: Any) -> Any:
+        return jax.nn.one_hot(index, n, dtype=dtype)
+
+    def softmax(self, x: Any, axis: int = -1) -> Any:
+        return jax.nn.softmax(x, axis=axis)
+
+    def sigmoid(self, x: Any) -> Any:
+        return jax.nn.sigmoid(x)
+
+    def logsumexp(self, x: Any, axis: int = -1) -> Any:
+        return jax.scipy.special.logsumexp(x, axis=axis)
+
+    def cumsum(self, x: Any, axis: int = 0) -> Any:
+        return jnp.cumsum(x, axis=axis)
+
+    def argmax(self, x: Any, axis: int = -1) -> Any:
+        """Index of the first maximum (ties go to the lowest index)."""
+        return jnp.argmax(x, axis=axis)
+
+    def dynamic_slice(self, x: Any, start: Any, size: int, axis: int = 0) -> Any:
+        return lax.dynamic_slice_in_dim(x, start, size, axis=axis)
+
+    def jit(self, fn: Callable, **kwargs: Any) -> Callable:
+        return jax.jit(fn, **kwargs)
+
+    def vmap(self, fn: Callable, in_axes: Any = 0) -> Callable:
+        return jax.vmap(fn, in_axes=in_axes)
+
+    def value_and_grad(self, fn: Callable, has_aux: bool = False) -> Callable:
+        return jax.value_and_grad(fn, has_aux=has_aux)
+
+    def grad(self, fn: Callable, has_aux: bool = False) -> Callable:
+        return jax.grad(fn, has_aux=has_aux)
+
+    def __repr__(self) -> str:
+        return f"JaxBackend(devices={jax.devices()})"
+
+
+def make_backend() -> JaxBackend:
+    return JaxBackend()

@@ -1,0 +1,17 @@
+"""tfmm: a differentiable simulator of Temporal Function Market Maker pools.
+
+Importing tfmm imports neither jax nor torch: backends load when first used (``tfmm.use``).
+"""
+
+from tfmm.api import Simulation, metrics, simulate, value_and_grad
+from tfmm.backend import available_backends, get_backend, register_backend, use
+from tfmm.data import Prices
+from tfmm.specs import Pool, Smoothing, Strategy, TrainConfig, from_toml, load_config, to_toml
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Pool", "Prices", "Simulation", "Smoothing", "Strategy", "TrainConfig", "available_backends",
+    "from_toml", "get_backend", "load_config", "metrics", "register_backend", "simulate", "to_toml",
+    "use", "value_and_grad", "__version__",
+]

@@ -1,0 +1,528 @@
+"""Specs: frozen, validated descriptions of a pool, a strategy, smoothing and training.
+
+Every bad value raises ``ValueError`` (or ``TypeError`` for a wrong kind of value) naming the field,
+the value and the allowed range. Checks that need the number of assets or the length of the price
+data run in :func:`check_compatible`, called when a pool meets prices and a strategy.
+Specs round-trip through TOML (:func:`to_toml`, :func:`from_toml`, :func:`load_config`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import tomli_w
+
+from tfmm.core.memory import (
+    MINUTES_PER_DAY,
+    log_k_from_k_per_day,
+    logit_lambda_from_memory_days,
+)
+
+# Trainable parameters of each strategy (MATH.md section 5), all per asset: shape (n,) or (sets, n).
+STRATEGY_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "momentum": ("log_k", "logit_lambda"),
+    "anti_momentum": ("log_k", "logit_lambda"),
+    "power_channel": ("log_k", "logit_lambda", "raw_exponent"),
+    "mean_reversion_channel": ("log_k", "logit_lambda", "raw_exponent", "sp_amplitude", "sp_width"),
+    "difference_momentum": ("log_k", "logit_lambda", "logit_lambda_2"),
+    "min_variance": ("logit_lambda", "logit_lambda_2"),
+    "balancer": (),
+    "hodl": (),
+}
+DELTA_RULES = ("momentum", "anti_momentum", "power_channel", "mean_reversion_channel", "difference_momentum")
+WEIGHT_RULES = ("min_variance",)
+OBJECTIVES = (
+    "daily_log_sharpe", "daily_sharpe", "sharpe", "returns", "annualised_returns",
+    "returns_over_hodl", "returns_over_uniform_hodl", "max_drawdown", "calmar",
+)
+INTERPOLATIONS = ("linear", "approx_optimal")
+SIGNATURE_SETS = ("auto", "all", "pairwise")
+SELECTIONS = ("softmax", "straight_through", "hard")
+MODES = ("exact", "smooth")
+
+
+def _fail(field_name: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"{field_name}={value!r} is invalid: allowed {allowed}")
+
+
+def _number(field_name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{field_name} must be a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise _fail(field_name, value, "a finite number")
+    return value
+
+
+def _integer(field_name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{field_name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise _fail(field_name, value, f"an integer >= {minimum}")
+    return int(value)
+
+
+def _choice(field_name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise _fail(field_name, value, "one of " + ", ".join(repr(a) for a in allowed))
+    return value
+
+
+def _rate(field_name: str, value: Any, low: float, high: float | None, high_open: bool = True):
+    """A scalar or per-minute array in [low, high) (or [low, inf) when high is None)."""
+    if np.ndim(value) == 0:
+        arr = np.asarray(_number(field_name, value))
+    else:
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{field_name} must be a number or a 1-D array of numbers") from exc
+        if arr.ndim != 1:
+            raise _fail(field_name, f"array of shape {arr.shape}", "a scalar or a 1-D per-minute array")
+    bad = ~np.isfinite(arr) | (arr < low)
+    if high is not None:
+        bad |= (arr >= high) if high_open else (arr > high)
+    if np.any(bad):
+        shown = float(arr.flat[int(np.argmax(bad.ravel()))])
+        bracket = ")" if high_open else "]"
+        rng = f"[{low}, {high}{bracket}" if high is not None else f">= {low}"
+        raise _fail(field_name, shown, f"values in {rng}")
+    return float(arr) if arr.ndim == 0 else arr
+
+
+@dataclass(frozen=True, eq=False)
+class Pool:
+    """A TFMM pool: fees, arbitrage costs, guardrails and the weight-update schedule.
+
+    fee: fraction of the input amount, in [0, 1) (scalar or per-minute array aligned with price rows);
+    gas: USD per arbitrage, >= 0; arb_fee: arbitrageur's external cost rate, in [0, 1);
+    initial_value: USD; min_weight: lower weight bound (None -> 0.1 / n), max weight 1 - (n-1) min_weight;
+    max_change: largest weight change per minute; chunk_period: minutes per strategy update;
+    interpolation_period: minutes over which a chunk's change is spread (None -> chunk_period).
+    """
+
+    fee: float | np.ndarray = 0.003
+    gas: float | np.ndarray = 0.0
+    arb_fee: float | np.ndarray = 0.0
+    initial_value: float = 1e6
+    min_weight: float | None = None
+    max_change: float = 3e-4
+    chunk_period: int = 1440
+    interpolation_period: int | None = None
+    interpolation: str = "linear"
+    signatures: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fee", _rate("fee", self.fee, 0.0, 1.0))
+        object.__setattr__(self, "gas", _rate("gas", self.gas, 0.0, None))
+        object.__setattr__(self, "arb_fee", _rate("arb_fee", self.arb_fee, 0.0, 1.0))
+        value = _number("initial_value", self.initial_value)
+        if value <= 0:
+            raise _fail("initial_value", value, "> 0 (USD)")
+        object.__setattr__(self, "initial_value", value)
+        if self.min_weight is not None:
+            mw = _number("min_weight", self.min_weight)
+            if not 0.0 < mw < 0.5:
+                raise _fail("min_weight", mw, "None or in (0, 0.5) (and min_weight * n_assets < 1)")
+            object.__setattr__(self, "min_weight", mw)
+        mc = _number("max_change", self.max_change)
+        if mc <= 0:
+            raise _fail("max_change", mc, "> 0 (weight per minute)")
+        object.__setattr__(self, "max_change", mc)
+        _integer("chunk_period", self.chunk_period, 1)
+        if self.interpolation_period is not None:
+            ip = _integer("interpolation_period", self.interpolation_period, 1)
+            if ip > self.chunk_period:
+                raise _fail("interpolation_period", ip, f"0 < interpolation_period <= chunk_period ({self.chunk_period})")
+        _choice("interpolation", self.interpolation, INTERPOLATIONS)
+        _choice("signatures", self.signatures, SIGNATURE_SETS)
+
+    @property
+    def interpolation_minutes(self) -> int:
+        """I: the interpolation period in minutes (chunk_period when not set)."""
+        return self.chunk_period if self.interpolation_period is None else self.interpolation_period
+
+    @property
+    def has_fees(self) -> bool:
+        """True unless fee, gas and arb_fee are all zero (then the closed-form path applies)."""
+        return any(np.any(np.asarray(x) != 0) for x in (self.fee, self.gas, self.arb_fee))
+
+    def weight_bounds(self, n_assets: int) -> tuple[float, float]:
+        """(w_min, w_max) with w_min default 0.1/n and w_max = 1 - (n-1) w_min."""
+        w_min = 0.1 / n_assets if self.min_weight is None else self.min_weight
+        if w_min * n_assets >= 1:
+            raise _fail("min_weight", w_min, f"min_weight * n_assets < 1 (n_assets={n_assets})")
+        return w_min, 1.0 - (n_assets - 1) * w_min
+
+    def signature_set(self, n_assets: int) -> str:
+        """"all" for n <= 6 when signatures="auto", else "pairwise"."""
+        if self.signatures == "auto":
+            return "all" if n_assets <= 6 else "pairwise"
+        return self.signatures
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
+
+def _as_param(name: str, value: Any) -> np.ndarray:
+    try:
+        arr = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"params[{name!r}] must be an array of numbers, got {value!r}") from exc
+    if arr.ndim not in (1, 2) or arr.shape[-1] == 0:
+        raise _fail(f"params[{name!r}]", f"array of shape {arr.shape}", "shape (n_assets,) or (n_sets, n_assets)")
+    if not np.all(np.isfinite(arr)):
+        raise _fail(f"params[{name!r}]", arr.tolist(), "finite values")
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class Strategy:
+    """A rule name, its unconstrained parameters and the initial weights.
+
+    params: name -> array of shape (n,) or (sets, n) (a leading parameter-set axis trains sets in parallel);
+    initial_weights: (n,) positive, summing to 1 (not trained); beta: power-channel scale;
+    max_memory_days: cap on every memory length (lambda <= lambda(max_memory_days)).
+    """
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    initial_weights: Any = None
+    beta: float = 0.5
+    max_memory_days: float = 365.0
+
+    def __post_init__(self) -> None:
+        _choice("name", self.name, tuple(STRATEGY_PARAMETERS))
+        if not isinstance(self.params, Mapping):
+            raise TypeError(f"params must be a mapping of name -> array, got {type(self.params).__name__}")
+        expected = set(STRATEGY_PARAMETERS[self.name])
+        given = set(self.params)
+        if given != expected:
+            missing, unknown = sorted(expected - given), sorted(given - expected)
+            raise ValueError(
+                f"params for strategy {self.name!r}: missing {missing}, unknown {unknown}; "
+                f"expected exactly {sorted(expected)}"
+            )
+        params = {k: _as_param(k, self.params[k]) for k in STRATEGY_PARAMETERS[self.name]}
+        shapes = {k: v.shape for k, v in params.items()}
+        if len(set(shapes.values())) > 1:
+            raise ValueError(f"params must all have one shape, got {shapes}")
+        object.__setattr__(self, "params", params)
+        if self.initial_weights is None:
+            if not params:
+                raise ValueError(f"initial_weights is required for strategy {self.name!r}")
+            n = next(iter(params.values())).shape[-1]
+            w = np.full(n, 1.0 / n)
+        else:
+            w = np.array(self.initial_weights, dtype=np.float64)
+        if w.ndim != 1 or w.size < 2:
+            raise _fail("initial_weights", w.tolist(), "a 1-D array of n_assets >= 2 weights")
+        if not np.all(np.isfinite(w)) or np.any(w <= 0) or abs(w.sum() - 1.0) > 1e-9:
+            raise _fail("initial_weights", w.tolist(), "positive weights summing to 1 (within 1e-9)")
+        if params and next(iter(params.values())).shape[-1] != w.size:
+            raise ValueError(
+                f"params have {next(iter(params.values())).shape[-1]} assets but initial_weights has {w.size}"
+            )
+        w.setflags(write=False)
+        object.__setattr__(self, "initial_weights", w)
+        beta = _number("beta", self.beta)
+        if beta <= 0:
+            raise _fail("beta", beta, "> 0")
+        object.__setattr__(self, "beta", beta)
+        mmd = _number("max_memory_days", self.max_memory_days)
+        if mmd <= 0:
+            raise _fail("max_memory_days", mmd, "> 0 (days)")
+        object.__setattr__(self, "max_memory_days", mmd)
+
+    @property
+    def n_assets(self) -> int:
+        return int(self.initial_weights.size)
+
+    @property
+    def n_sets(self) -> int | None:
+        """Size of the leading parameter-set axis, or None for a single set."""
+        if not self.params:
+            return None
+        shape = next(iter(self.params.values())).shape
+        return shape[0] if len(shape) == 2 else None
+
+    @property
+    def is_trainable(self) -> bool:
+        return bool(self.params)
+
+    @property
+    def rule_kind(self) -> str:
+        """"delta" (momentum family), "weight" (min_variance) or "constant" (balancer, hodl)."""
+        if self.name in DELTA_RULES:
+            return "delta"
+        return "weight" if self.name in WEIGHT_RULES else "constant"
+
+    def replace(self, **changes: Any) -> "Strategy":
+        return dataclasses.replace(self, **changes)
+
+    def with_params(self, params: Mapping[str, Any]) -> "Strategy":
+        return dataclasses.replace(self, params={k: np.asarray(v) for k, v in params.items()})
+
+    def param_set(self, index: int) -> "Strategy":
+        """The strategy with only parameter set ``index`` (params of shape (n,))."""
+        if self.n_sets is None:
+            raise ValueError("this strategy has no parameter-set axis")
+        return self.with_params({k: v[index] for k, v in self.params.items()})
+
+    @classmethod
+    def from_memory_days(
+        cls,
+        name: str,
+        n_assets: int,
+        memory_days: float = 10.0,
+        k_per_day: float = 20.0,
+        chunk_period: int = MINUTES_PER_DAY,
+        initial_weights: Any = None,
+        n_sets: int | None = None,
+        **extra: Any,
+    ) -> "Strategy":
+        """Build a strategy from human units.
+
+        logit_lambda = logit(lambda(memory_days, chunk_period)); log_k = log2(k_per_day), so that
+        k = k_per_day * memory_days. Second memories (difference_momentum, min_variance) default to
+        ``memory_days_2 = 2 * memory_days``; channel parameters default to exponent 2, amplitude 1, width 1.
+        """
+        _choice("name", name, tuple(STRATEGY_PARAMETERS))
+        n = _integer("n_assets", n_assets, 2)
+        memory_days_2 = extra.pop("memory_days_2", 2.0 * memory_days)
+        exponent = extra.pop("exponent", 2.0)
+        values = {
+            "log_k": log_k_from_k_per_day(k_per_day),
+            "logit_lambda": logit_lambda_from_memory_days(memory_days, chunk_period),
+            "logit_lambda_2": logit_lambda_from_memory_days(memory_days_2, chunk_period),
+            "raw_exponent": float(exponent) - 1.0 / float(exponent),
+            "sp_amplitude": 0.0,
+            "sp_width": 0.0,
+        }
+        shape = (n,) if n_sets is None else (_integer("n_sets", n_sets, 1), n)
+        params = {k: np.full(shape, values[k]) for k in STRATEGY_PARAMETERS[name]}
+        if initial_weights is None:
+            initial_weights = np.full(n, 1.0 / n)
+        return cls(name, params, initial_weights, **extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain({
+            "name": self.name, "params": dict(self.params), "initial_weights": self.initial_weights,
+            "beta": self.beta, "max_memory_days": self.max_memory_days,
+        })
+
+
+@dataclass(frozen=True)
+class Smoothing:
+    """Temperatures of smooth mode (MATH.md sections 2.5, 2.4 and 3.4).
+
+    gate_temperature: USD, gate = sigmoid((profit - gas - cost) / gate_temperature);
+    selection: "softmax" (mixture), "straight_through" (exact forward, softmax backward) or "hard";
+    selection_temperature: USD, q = softmax(profit / selection_temperature);
+    abs_epsilon: USD, |x| ~ sqrt(x^2 + eps^2) in the arbitrage cost;
+    weight_temperature: weight units, width of the smooth guardrail and speed limit.
+    """
+
+    gate_temperature: float = 1.0
+    selection: str = "softmax"
+    selection_temperature: float = 1.0
+    abs_epsilon: float = 1e-6
+    weight_temperature: float = 1e-4
+
+    def __post_init__(self) -> None:
+        for name in ("gate_temperature", "selection_temperature", "abs_epsilon", "weight_temperature"):
+            value = _number(name, getattr(self, name))
+            if value <= 0:
+                raise _fail(name, value, "> 0")
+            object.__setattr__(self, name, value)
+        _choice("selection", self.selection, SELECTIONS)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def scaled(self, factor: float) -> "Smoothing":
+        """All temperatures multiplied by ``factor`` (factor -> 0 approaches exact mode)."""
+        return dataclasses.replace(
+            self,
+            gate_temperature=self.gate_temperature * factor,
+            selection_temperature=self.selection_temperature * factor,
+            abs_epsilon=self.abs_epsilon * factor,
+            weight_temperature=self.weight_temperature * factor,
+        )
+
+
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "exponential")
+NAN_POLICIES = ("raise", "skip")
+DTYPES = ("float64", "float32")
+SAMPLINGS = ("uniform", "stratified")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings (DESIGN.md sections 6 and 7); every stability fix is on by default.
+
+    split: fractions (train, validation, test) of the rows after the burn-in, in time order;
+    burn_in: minutes before the first training row that only warm the estimators (None -> about three
+    memory lengths of the initial strategy, at most a quarter of the data); bout_length: minutes;
+    batch_size: bouts per step; n_sets: parameter sets trained in parallel; clip_norm: global-norm
+    clipping (None disables it); plateau_*: learning-rate reduction on a plateau of the training objective.
+    """
+
+    objective: str = "daily_log_sharpe"
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    burn_in: int | None = None
+    bout_length: int = 10 * MINUTES_PER_DAY
+    batch_size: int = 8
+    n_sets: int = 1
+    n_iterations: int = 200
+    optimizer: str = "adam"
+    learning_rate: float = 0.05
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    decay_rate: float = 0.99
+    weight_decay: float = 1e-4
+    plateau_factor: float = 0.5
+    plateau_patience: int = 0
+    clip_norm: float | None = 1.0
+    clip_objective: float | None = None
+    mode: str = "smooth"
+    smoothing: Smoothing = field(default_factory=Smoothing)
+    sampling: str = "uniform"
+    eval_every: int = 10
+    patience: int | None = None
+    nan_policy: str = "raise"
+    checkpoint_every: int = 50
+    seed: int = 0
+    dtype: str = "float64"
+
+    def __post_init__(self) -> None:
+        _choice("objective", self.objective, OBJECTIVES)
+        split = tuple(self.split)
+        if len(split) != 3 or any(_number("split", s) < 0 for s in split) or split[0] <= 0:
+            raise _fail("split", self.split, "three fractions (train > 0, validation >= 0, test >= 0)")
+        if abs(sum(split) - 1.0) > 1e-9:
+            raise _fail("split", self.split, "fractions summing to 1")
+        object.__setattr__(self, "split", tuple(float(s) for s in split))
+        if self.burn_in is not None:
+            _integer("burn_in", self.burn_in, 0)
+        _integer("bout_length", self.bout_length, 3)
+        _integer("batch_size", self.batch_size, 1)
+        _integer("n_sets", self.n_sets, 1)
+        _integer("n_iterations", self.n_iterations, 1)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        if _number("learning_rate", self.learning_rate) <= 0:
+            raise _fail("learning_rate", self.learning_rate, "> 0")
+        _choice("schedule", self.schedule, SCHEDULES)
+        _integer("warmup_steps", self.warmup_steps, 0)
+        if not 0 < _number("decay_rate", self.decay_rate) <= 1:
+            raise _fail("decay_rate", self.decay_rate, "in (0, 1]")
+        if _number("weight_decay", self.weight_decay) < 0:
+            raise _fail("weight_decay", self.weight_decay, ">= 0")
+        if not 0 < _number("plateau_factor", self.plateau_factor) <= 1:
+            raise _fail("plateau_factor", self.plateau_factor, "in (0, 1]")
+        _integer("plateau_patience", self.plateau_patience, 0)
+        for name in ("clip_norm", "clip_objective"):
+            value = getattr(self, name)
+            if value is not None and _number(name, value) <= 0:
+                raise _fail(name, value, "None or > 0")
+        _choice("mode", self.mode, MODES)
+        if not isinstance(self.smoothing, Smoothing):
+            raise TypeError(f"smoothing must be a tfmm.Smoothing, got {type(self.smoothing).__name__}")
+        _choice("sampling", self.sampling, SAMPLINGS)
+        _integer("eval_every", self.eval_every, 1)
+        if self.patience is not None:
+            _integer("patience", self.patience, 1)
+        _choice("nan_policy", self.nan_policy, NAN_POLICIES)
+        _integer("checkpoint_every", self.checkpoint_every, 1)
+        _integer("seed", self.seed, 0)
+        _choice("dtype", self.dtype, DTYPES)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["smoothing"] = self.smoothing.to_dict()
+        return _to_plain(out)
+
+
+def check_compatible(n_rows: int, n_assets: int, strategy: Strategy, pool: Pool) -> None:
+    """Checks that need the prices: asset counts agree, per-minute arrays have one entry per row."""
+    if strategy.n_assets != n_assets:
+        raise ValueError(f"strategy has {strategy.n_assets} assets but prices have {n_assets} columns")
+    pool.weight_bounds(n_assets)
+    for name in ("fee", "gas", "arb_fee"):
+        value = getattr(pool, name)
+        if np.ndim(value) == 1 and len(value) != n_rows:
+            raise ValueError(f"{name} is a per-minute array of length {len(value)}; prices have {n_rows} rows")
+
+
+# --- TOML ------------------------------------------------------------------------------------------
+
+def _to_plain(value: Any) -> Any:
+    """numpy -> lists, tuples -> lists, None dropped (TOML has no null)."""
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def to_toml(
+    pool: Pool | None = None,
+    strategy: Strategy | None = None,
+    smoothing: Smoothing | None = None,
+    train: TrainConfig | None = None,
+    **sections: Mapping[str, Any],
+) -> str:
+    """A TOML document with one table per spec (``[pool]``, ``[strategy]``, ``[smoothing]``, ``[train]``)."""
+    doc: dict[str, Any] = {}
+    for key, spec in (("pool", pool), ("strategy", strategy), ("smoothing", smoothing), ("train", train)):
+        if spec is not None:
+            doc[key] = spec.to_dict()
+    doc.update({k: _to_plain(dict(v)) for k, v in sections.items()})
+    return tomli_w.dumps(doc)
+
+
+def from_toml(text: str) -> dict[str, Any]:
+    """Parse a TOML document into specs: keys ``pool``, ``strategy``, ``smoothing``, ``train``
+    (each present only if its table is), plus any other tables as plain dicts."""
+    doc = tomllib.loads(text)
+    out: dict[str, Any] = {}
+    for key, table in doc.items():
+        if key == "pool":
+            out[key] = Pool(**table)
+        elif key == "strategy":
+            out[key] = Strategy(**table)
+        elif key == "smoothing":
+            out[key] = Smoothing(**table)
+        elif key == "train":
+            table = dict(table)
+            if "smoothing" in table:
+                table["smoothing"] = Smoothing(**table["smoothing"])
+            if "split" in table:
+                table["split"] = tuple(table["split"])
+            out[key] = TrainConfig(**table)
+        else:
+            out[key] = table
+    return out
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a run file written by :func:`to_toml` (or by hand)."""
+    return from_toml(Path(path).read_text())
+
+
+__all__ = [
+    "Pool", "Strategy", "Smoothing", "TrainConfig", "STRATEGY_PARAMETERS", "OBJECTIVES",
+    "check_compatible", "to_toml", "from_toml", "load_config",
+]
