@@ -429,6 +429,8 @@ class TrainConfig:
         if not 0 < _number("plateau_factor", self.plateau_factor) <= 1:
             raise _fail("plateau_factor", self.plateau_factor, "in (0, 1]")
         _integer("plateau_patience", self.plateau_patience, 0)
+        if self.clip_norm is False:
+            object.__setattr__(self, "clip_norm", None)
         for name in ("clip_norm", "clip_objective"):
             value = getattr(self, name)
             if value is not None and _number(name, value) <= 0:
@@ -448,6 +450,8 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["smoothing"] = self.smoothing.to_dict()
+        if self.clip_norm is None:
+            out["clip_norm"] = False  # TOML has no null; False reads back as no clipping
         return _to_plain(out)
 
 
