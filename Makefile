@@ -1,0 +1,31 @@
+# The two commands of the README. Both create .venv/ if missing and reuse it afterwards.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP_FLAGS := --disable-pip-version-check -q -c constraints.txt
+
+.PHONY: demo test bench clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q --upgrade "pip>=24"
+
+$(VENV)/.installed-all: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install $(PIP_FLAGS) -e ".[all]"
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed-all
+	$(BIN)/pip install $(PIP_FLAGS) -e ".[all,dev]"
+	touch $@
+
+demo: $(VENV)/.installed-all
+	$(BIN)/python -m tfmm.demo
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest tests parity_tests
+
+bench: $(VENV)/.installed-all
+	$(BIN)/python bench/run_all.py
+
+clean-venv:
+	rm -rf $(VENV)

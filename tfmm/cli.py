@@ -1,0 +1,219 @@
+"""The ``tfmm`` command line: ``tfmm info`` and ``tfmm data``.
+
+Each subcommand NAME has ``_add_NAME(subparsers)``, which declares its arguments, and ``_cmd_NAME(args) -> int``,
+which runs it and returns the exit status; :func:`build_parser` calls every function listed in ``_SUBCOMMANDS``.
+Commands import what they need (jax, torch) inside their own function, so ``tfmm data`` never loads a backend.
+Errors a user can fix (a missing file, a malformed column) print one line on stderr and give exit status 1.
+``tfmm data`` is a report: gaps found under ``--gaps error`` are listed and the status is still 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from importlib import metadata
+from typing import Any, Callable
+
+import tfmm
+from tfmm import data as _data
+from tfmm.backend import default_backend_name
+
+
+def _version(distribution: str) -> str:
+    """Installed version of a distribution, or "not installed"."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+# ---------------------------------------------------------------------------------------------- tfmm info
+
+_KNOWN_BACKENDS = ("jax", "torch", "reference")
+
+
+def _jax_details() -> tuple[str, list[str]]:
+    import jax
+
+    return jax.__version__, [f"{d.platform}:{d.id} ({d.device_kind})" for d in jax.devices()]
+
+
+def _torch_details() -> tuple[str, list[str]]:
+    import torch
+
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return torch.__version__, devices
+
+
+def _reference_details() -> tuple[str, list[str]]:
+    import numba
+
+    return f"numba {numba.__version__}", [f"cpu ({numba.config.NUMBA_NUM_THREADS} threads)"]
+
+
+_BACKEND_DETAILS: dict[str, Callable[[], tuple[str, list[str]]]] = {
+    "jax": _jax_details, "torch": _torch_details, "reference": _reference_details,
+}
+
+
+def backend_details(name: str) -> dict[str, Any]:
+    """``{"version": ..., "devices": [...]}`` of an installed backend, or ``{"error": ...}`` if probing fails."""
+    probe = _BACKEND_DETAILS.get(name)
+    if probe is None:
+        return {"version": "-", "devices": []}
+    try:
+        version, devices = probe()
+    except Exception as exc:  # a broken install must not stop `tfmm info`
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"version": version, "devices": devices}
+
+
+def _add_info(subparsers: Any) -> None:
+    p = subparsers.add_parser("info", help="versions, backends and their devices",
+                              description="Print the tfmm, Python and library versions, and each installed "
+                                          "backend with its version and devices.")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=_cmd_info)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    available = tfmm.available_backends()
+    try:
+        default = default_backend_name()
+    except ImportError:
+        default = None
+    info = {
+        "tfmm": tfmm.__version__,
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "libraries": {name: _version(name) for name in ("numpy", "numba", "pandas", "pyarrow")},
+        "default_backend": default,
+        "backends": {name: backend_details(name) for name in available},
+        "missing_backends": [name for name in _KNOWN_BACKENDS if name not in available],
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"tfmm {info['tfmm']}")
+    print(f"python {info['python']} ({info['executable']})")
+    print(f"platform {info['platform']}")
+    for name, version in info["libraries"].items():
+        print(f"{name} {version}")
+    print(f"backends: {', '.join(available) or 'none'}" + (f" (default: {default})" if default else ""))
+    width = max([9, *(len(n) for n in available)]) + 2
+    for name, details in info["backends"].items():
+        if "error" in details:
+            print(f"  {name:<{width}}unusable: {details['error']}")
+        else:
+            print(f"  {name:<{width}}{details['version']}  devices: {', '.join(details['devices']) or '-'}")
+    for name in info["missing_backends"]:
+        extra = "all" if name == "reference" else name
+        print(f"  {name:<{width}}not installed (pip install 'tfmm[{extra}]')")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- tfmm data
+
+
+def _add_data(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "data", help="summarise price files (or the bundled data set)",
+        description="Summarise price files: each asset's raw series (rows, range, step, gaps), then the assets "
+                    "aligned with the --gaps policy. Gaps are reported, never fatal. Without PATH: the bundled "
+                    "BTCUSDT/ETHUSDT one-minute data set (Binance market data).",
+    )
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="CSV (.csv, .csv.gz) or parquet files with columns timestamp, close; or folders of them")
+    p.add_argument("--assets", default=None, help="comma-separated asset names to keep, in this order")
+    p.add_argument("--gaps", choices=_data.GAP_POLICIES, default="error",
+                   help="alignment policy: error (list the gaps), ffill (forward-fill) or drop (common rows only)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=_cmd_data)
+
+
+def _raw_line(name: str, s: dict[str, Any], width: int) -> str:
+    gaps = "none" if s["n_gaps"] == 0 else (
+        f"{s['n_gaps']} ({_data.count_rows(s['missing_rows']).replace(' row', ' missing row')}, "
+        f"largest {s['largest_gap']['missing_rows']:,})")
+    step = "-" if s["step_seconds"] is None else f"{s['step_seconds']} s"
+    rows = "row " if s["rows"] == 1 else "rows"
+    return f"  {name:<{width}}{s['rows']:>10,} {rows}  {s['first']} .. {s['last']}  step {step}  gaps {gaps}"
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    if not args.paths:
+        summary = _data.summarize(_data.example_prices())
+        if args.json:
+            print(json.dumps({"source": "bundled", "aligned": summary}, indent=2))
+        else:
+            print(_data.format_summary(summary, "bundled example data (Binance market data)"))
+        return 0
+    assets = None if args.assets is None else [a.strip() for a in args.assets.split(",") if a.strip()]
+    series = _data.read_price_files(args.paths, assets)
+    raw = {name: _data.summarize_series(s) for name, s in series.items()}
+    result: dict[str, Any] = {"source": [str(p) for p in args.paths], "raw": raw, "policy": args.gaps,
+                              "aligned": None, "gaps": [], "note": None}
+    if len(series) < 2:
+        result["note"] = "alignment needs at least two assets"
+    else:
+        try:
+            result["aligned"] = _data.summarize(_data.align_prices(series, gaps=args.gaps))
+        except _data.PriceGapError as exc:
+            result["gaps"] = [g.to_dict() for g in exc.gaps]
+            result["note"] = str(exc)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    width = max(len(n) for n in raw) + 2
+    print("raw series:")
+    for name, s in raw.items():
+        print(_raw_line(name, s, width))
+    if result["aligned"] is not None:
+        print(_data.format_summary(result["aligned"], f"aligned (gaps={args.gaps}):"))
+    else:
+        note = result["note"].replace('gaps="ffill"', "--gaps ffill").replace('gaps="drop"', "--gaps drop")
+        print(f"aligned (gaps={args.gaps}): not built")
+        print("\n".join(f"  {line}" for line in note.splitlines()))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- entry point
+
+_SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_info, _add_data)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``tfmm`` argument parser, one subparser per entry of ``_SUBCOMMANDS``."""
+    parser = argparse.ArgumentParser(
+        prog="tfmm", description="Differentiable simulator of Temporal Function Market Maker pools.")
+    parser.add_argument("--version", action="version", version=f"tfmm {tfmm.__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in _SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``tfmm`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args))
+    except (ValueError, OSError) as exc:
+        print(f"tfmm {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
