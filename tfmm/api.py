@@ -227,7 +227,7 @@ def value_and_grad(
     if not strategy.is_trainable:
         raise ValueError(f"strategy {strategy.name!r} has no trainable parameters")
     check_objective_length(objective, request.length)
-    return get_backend().value_and_grad(request, objective)
+    return get_backend().value_and_grad_objective(request, objective)
 
 
 __all__ = ["SimulationRequest", "Simulation", "make_request", "simulate", "metrics", "value_and_grad"]

@@ -1,4 +1,4 @@
-"""The ``tfmm`` command line: ``tfmm info`` and ``tfmm data``.
+"""The ``tfmm`` command line: ``info``, ``data``, ``simulate``, ``train``, ``evaluate``, ``diagnose``.
 
 Each subcommand NAME has ``_add_NAME(subparsers)``, which declares its arguments, and ``_cmd_NAME(args) -> int``,
 which runs it and returns the exit status; :func:`build_parser` calls every function listed in ``_SUBCOMMANDS``.
@@ -185,9 +185,144 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+
+# ---------------------------------------------------------------------------------------------- run files
+#
+# simulate, train, evaluate and diagnose read one TOML run file: tables [pool], [strategy], optional
+# [smoothing] and [train] (tfmm.to_toml writes them), and [data]: paths = [...] (files or folders; absent
+# or "bundled" = the bundled BTC/ETH set), assets, gaps; [run]: backend, start, length, mode, dtype.
+
+
+def _load_run(path: str) -> dict[str, Any]:
+    from tfmm.specs import load_config
+
+    cfg = load_config(path)
+    for key in ("pool", "strategy"):
+        if key not in cfg:
+            raise ValueError(f"{path}: the run file needs a [{key}] table")
+    data_cfg = dict(cfg.get("data", {}))
+    paths = data_cfg.get("paths", "bundled")
+    if paths == "bundled" or paths == ["bundled"]:
+        prices = _data.example_prices()
+        if data_cfg.get("assets"):
+            prices = prices.select(data_cfg["assets"])
+    else:
+        paths = [paths] if isinstance(paths, str) else list(paths)
+        prices = _data.load_prices(paths, assets=data_cfg.get("assets"), gaps=data_cfg.get("gaps", "error"))
+    cfg["prices"] = prices
+    cfg["run"] = dict(cfg.get("run", {}))
+    return cfg
+
+
+def _add_config_args(p: Any, out_default: str | None) -> None:
+    p.add_argument("--config", required=True, help="TOML run file ([data], [pool], [strategy], [train], [run])")
+    p.add_argument("--out", default=out_default, help="output folder")
+    p.add_argument("--backend", default=None, help="backend name (default: [run] backend, else jax if installed)")
+
+
+def _backend_name(args: argparse.Namespace, run: dict[str, Any]) -> str:
+    return args.backend or run.get("backend") or default_backend_name()
+
+
+def _write_json(path: Any, obj: Any) -> None:
+    from pathlib import Path
+
+    Path(path).write_text(json.dumps(obj, indent=2, default=float))
+
+
+def _add_simulate(subparsers: Any) -> None:
+    p = subparsers.add_parser("simulate", help="simulate a pool from a run file",
+                              description="Simulate the pool of a run file ([run] start, length, mode) and write "
+                                          "simulation.parquet (value, fees, reserves, weights, prices per minute) "
+                                          "and metrics.json to --out.")
+    _add_config_args(p, "runs/simulate")
+    p.set_defaults(func=_cmd_simulate)
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    cfg = _load_run(args.config)
+    run = cfg["run"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tfmm.use(_backend_name(args, run)):
+        sim = tfmm.simulate(cfg["prices"], cfg["strategy"], cfg["pool"], start=int(run.get("start", 0)),
+                            length=run.get("length"), mode=run.get("mode", "exact"), smoothing=cfg.get("smoothing"),
+                            dtype=run.get("dtype", "float64"))
+        metrics = tfmm.metrics(sim)
+    sim.to_pandas().to_parquet(out / "simulation.parquet")
+    _write_json(out / "metrics.json", metrics)
+    (out / "config.toml").write_text(Path(args.config).read_text())
+    width = max(len(k) for k in metrics)
+    for k, v in metrics.items():
+        print(f"{k:<{width}}  {v: .6g}")
+    print(f"wrote {out / 'simulation.parquet'} and {out / 'metrics.json'}")
+    return 0
+
+
+def _add_train(subparsers: Any) -> None:
+    p = subparsers.add_parser("train", help="train a strategy from a run file",
+                              description="Train the strategy of a run file with its [train] table; the run "
+                                          "folder gets config, log CSV, checkpoints, best parameters, metrics "
+                                          "and plots.")
+    _add_config_args(p, "runs/train")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    cfg = _load_run(args.config)
+    config = cfg.get("train", tfmm.TrainConfig())
+    with tfmm.use(_backend_name(args, cfg["run"])):
+        result = tfmm.train(cfg["prices"], cfg["strategy"], cfg["pool"], config, run_dir=args.out,
+                            resume=args.out if args.resume else None, progress=not args.quiet)
+    print(f"best set {result.best_set}; validation {config.objective} = "
+          f"{result.validation.get(config.objective, float('nan')):.6g}; test {config.objective} = "
+          f"{result.test.get(config.objective, float('nan')):.6g}")
+    print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def _add_evaluate(subparsers: Any) -> None:
+    p = subparsers.add_parser("evaluate", help="exact-mode metrics of a strategy vs HODL and a balancer",
+                              description="Exact-mode metrics of the run file's strategy (or --params, e.g. a "
+                                          "run's best_params.toml) on [run] start/length, against HODL and an "
+                                          "equal-weight balancer pool with the same fees.")
+    _add_config_args(p, None)
+    p.add_argument("--params", default=None, help="TOML file with a [strategy] table to evaluate instead")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from tfmm.plots import baseline_simulations
+    from tfmm.specs import load_config
+
+    cfg = _load_run(args.config)
+    strategy = load_config(args.params)["strategy"] if args.params else cfg["strategy"]
+    run, prices, pool = cfg["run"], cfg["prices"], cfg["pool"]
+    start = int(run.get("start", 0))
+    length = int(run.get("length") or prices.n_rows - start)
+    with tfmm.use(_backend_name(args, run)):
+        rows = {strategy.name: tfmm.metrics(tfmm.simulate(prices, strategy, pool, start=start, length=length))}
+        for name, sim in baseline_simulations(prices, pool, start, length, prices.n_assets).items():
+            rows[name] = tfmm.metrics(sim)
+    names = list(next(iter(rows.values())))
+    print(f"{'metric':<28}" + "".join(f"{k:>22}" for k in rows))
+    for m in names:
+        print(f"{m:<28}" + "".join(f"{rows[k][m]:>22.6g}" for k in rows))
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        _write_json(Path(args.out) / "evaluation.json", rows)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- entry point
 
-_SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_info, _add_data)
+_SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_info, _add_data, _add_simulate, _add_train, _add_evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -95,6 +95,29 @@ class JaxBackend:
     def grad(self, fn: Callable, has_aux: bool = False) -> Callable:
         return jax.grad(fn, has_aux=has_aux)
 
+    # -- simulation entry points (the shared engine over these primitives) --------------------------
+    @property
+    def engine(self):
+        if getattr(self, "_engine", None) is None:
+            from tfmm.engine import ArrayEngine
+
+            self._engine = ArrayEngine(self)
+        return self._engine
+
+    def simulate(self, request):
+        return self.engine.simulate(request)
+
+    def value_and_grad_objective(self, request, objective: str):
+        return self.engine.value_and_grad(request, objective)
+
+    def metrics(self, sim):
+        return self.engine.metrics(sim)
+
+    def make_trainer(self, request, config):
+        from tfmm.backends.jax.optim import make_trainer
+
+        return make_trainer(self.engine, request, config)
+
     def __repr__(self) -> str:
         return f"JaxBackend(devices={jax.devices()})"
 

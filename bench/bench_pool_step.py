@@ -1,0 +1,101 @@
+"""Time the pool reserves of tfmm.core.g3m over one year of minutes (prints the numbers; writes nothing).
+
+fee_reserves (fee 0.3%, exact and smooth mode) and zero_fee_reserves, 2 assets, float64, JAX on CPU:
+forward and forward+grad (gradient of the mean pool value with respect to the weights and prices),
+jax.jit, block_until_ready, median of 3 runs after a warm-up.
+
+    python bench/bench_pool_step.py [--minutes 525600] [--assets 2] [--checkpoint-every K] [--no-hoist]
+
+By default XLA:CPU is told to compile each scan into a single kernel
+(``--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=...``, set before JAX starts);
+``--no-hoist`` leaves XLA_FLAGS as they are (XLA then runs the loop body as one thunk per fusion).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+
+HOIST_FLAG = "--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=1000000000000"
+
+
+def _median_time(fn, *args, repeats: int = 3) -> float:
+    import jax
+
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=int, default=525_600)
+    parser.add_argument("--assets", type=int, default=2)
+    parser.add_argument("--fee", type=float, default=0.003)
+    parser.add_argument("--checkpoint-every", type=int, default=None)
+    parser.add_argument("--modes", default="exact,smooth,zero")
+    parser.add_argument("--no-hoist", action="store_true", help="do not set the XLA:CPU while-loop flag")
+    args = parser.parse_args()
+    if not args.no_hoist:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + HOIST_FLAG).strip()
+
+    import jax
+    import jax.numpy as jnp
+
+    import tfmm
+    from tfmm.core import g3m
+
+    bk = tfmm.backend._load("jax")
+    n, t = args.assets, args.minutes
+    rng = np.random.default_rng(0)
+    prices = np.exp(np.cumsum(rng.normal(0.0, 1e-3, (t, n)), axis=0)) * np.linspace(100.0, 3000.0, n)
+    phase = np.linspace(0.0, 40.0, t)[:, None] + np.arange(n)[None, :]
+    weights = 1.0 + 0.3 * np.sin(phase)
+    weights = weights / weights.sum(axis=1, keepdims=True)
+    sig = g3m.signature_matrix(n, "all")
+    smoothing = tfmm.Smoothing()
+    fee = np.full(t, args.fee)
+    zeros = np.zeros(t)
+    prices_j, weights_j = jnp.asarray(prices), jnp.asarray(weights)
+
+    def mean_value(reserves, p):
+        return jnp.mean(jnp.sum(reserves * p, axis=1))
+
+    def fee_fn(smooth):
+        def f(w, p):
+            r0 = g3m.initial_reserves(1e6, w[0], p[0], jnp)
+            res, _, _ = g3m.fee_reserves(r0, w, p, fee, zeros, zeros, sig, smooth=smooth, smoothing=smoothing,
+                                         bk=bk, checkpoint_every=args.checkpoint_every)
+            return res
+        return f
+
+    def zero_fn(w, p):
+        r0 = g3m.initial_reserves(1e6, w[0], p[0], jnp)
+        return g3m.zero_fee_reserves(r0, w, p, bk)
+
+    cases = {"exact": fee_fn(False), "smooth": fee_fn(True), "zero": zero_fn}
+    print(f"T={t} n={n} fee={args.fee} checkpoint_every={args.checkpoint_every} "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r} devices={jax.devices()}")
+    for name in args.modes.split(","):
+        f = cases[name]
+        fwd = jax.jit(f)
+        loss = lambda w, p, f=f: mean_value(f(w, p), p)  # noqa: E731
+        grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+        vgrad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+        t_f = _median_time(fwd, weights_j, prices_j)
+        t_g = _median_time(grad, weights_j, prices_j)
+        t_vg = _median_time(vgrad, weights_j, prices_j)
+        print(f"{name:7s} forward {t_f:.4f} s  grad {t_g:.4f} s  value_and_grad {t_vg:.4f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""tfmm.train: optimizer chain, sampling, NaN policy, resume, reproducibility, learning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tfmm
+from tfmm import training
+from tfmm.data import synthetic_prices
+
+jax = pytest.importorskip("jax")
+optax = pytest.importorskip("optax")
+from tfmm.backends.jax.optim import make_optimizer  # noqa: E402
+
+DAY = 1440
+
+
+@pytest.fixture(autouse=True)
+def _jax_backend():
+    with tfmm.use("jax"):
+        yield
+
+
+def _tree(x):
+    return {"log_k": jax.numpy.asarray(x, dtype=jax.numpy.float64)}
+
+
+def test_learning_rate_applied_exactly_once():
+    lr = 0.037
+    opt = make_optimizer(tfmm.TrainConfig(learning_rate=lr, clip_norm=None))
+    params = _tree([0.0, 0.0, 0.0])
+    grads = _tree([0.3, -2.0, 1e-3])
+    updates, _ = opt.update(grads, opt.init(params), params, value=0.0)
+    g = np.asarray(grads["log_k"])
+    # Adam's first step with bias correction: m_hat = g, v_hat = g^2.
+    expected = -lr * g / (np.abs(g) + 1e-8)
+    np.testing.assert_allclose(np.asarray(updates["log_k"]), expected, rtol=1e-12)
+
+
+def test_clipping_is_applied_before_adam_and_bounds_the_gradient():
+    lr, c = 0.1, 0.5
+    params = _tree([0.0, 0.0])
+    small, huge = _tree([0.01, -0.02]), _tree([300.0, 400.0])  # |huge| = 500
+    clipped = make_optimizer(tfmm.TrainConfig(learning_rate=lr, clip_norm=c))
+    plain = optax.adam(lr)
+    s1, s2 = clipped.init(params), plain.init(params)
+    _, s1 = clipped.update(small, s1, params, value=0.0)
+    _, s2 = plain.update(small, s2, params)
+    u_clipped, _ = clipped.update(huge, s1, params, value=0.0)
+    u_manual, _ = plain.update(_tree(np.array([300.0, 400.0]) * c / 500.0), s2, params)
+    u_unclipped, _ = plain.update(huge, s2, params)
+    np.testing.assert_allclose(np.asarray(u_clipped["log_k"]), np.asarray(u_manual["log_k"]), rtol=1e-12)
+    assert not np.allclose(np.asarray(u_clipped["log_k"]), np.asarray(u_unclipped["log_k"]))
+
+
+def test_plateau_reduction_scales_the_step():
+    cfg = tfmm.TrainConfig(learning_rate=0.1, clip_norm=None, plateau_patience=2, plateau_factor=0.5)
+    opt = make_optimizer(cfg)
+    params = _tree([0.0])
+    state = opt.init(params)
+    grads = _tree([1.0])
+    steps = []
+    for _ in range(8):  # the loss never improves: a plateau
+        u, state = opt.update(grads, state, params, value=1.0)
+        steps.append(float(np.abs(np.asarray(u["log_k"]))[0]))
+    # Adam with a constant gradient gives lr every step; the plateau must have reduced it.
+    assert steps[0] == pytest.approx(0.1, rel=1e-6)
+    assert steps[-1] <= 0.05 + 1e-9
+
+
+def test_sampled_starts_on_chunk_boundaries_inside_train_period():
+    prices = synthetic_prices(n_assets=2, n_minutes=60 * DAY, seed=1)
+    pool = tfmm.Pool(chunk_period=60)
+    strategy = tfmm.Strategy.from_memory_days("momentum", n_assets=2, memory_days=2, chunk_period=60)
+    cfg = tfmm.TrainConfig(bout_length=3 * DAY, burn_in=1000, batch_size=16, sampling="stratified")
+    periods = training.make_periods(prices.n_rows, strategy, pool, cfg)
+    cand = training.candidate_starts(periods, 60, cfg.bout_length)
+    for step in range(5):
+        for sampling in ("uniform", "stratified"):
+            s = training.sample_starts(cand, 16, step, 0, sampling)
+            assert np.all(s % 60 == 0)
+            assert np.all(s >= periods.train[0]) and np.all(s + cfg.bout_length - 1 <= periods.train[1])
+    np.testing.assert_array_equal(training.sample_starts(cand, 8, 3, 7, "uniform"),
+                                  training.sample_starts(cand, 8, 3, 7, "uniform"))
+
+
+def test_data_too_short_says_rows_needed():
+    prices = synthetic_prices(n_assets=2, n_minutes=5 * DAY, seed=1)
+    strategy = tfmm.Strategy.from_memory_days("momentum", n_assets=2)
+    with pytest.raises(ValueError, match=r"data too short.*rows are needed"):
+        training.make_periods(prices.n_rows, strategy, tfmm.Pool(), tfmm.TrainConfig(bout_length=10 * DAY))
+
+
+def _small_setup(seed=0, drift=(0.0, 0.0), n_days=40, vol=0.6):
+    prices = synthetic_prices(n_assets=2, n_minutes=n_days * DAY, seed=seed, drift=list(drift), vol=vol)
+    pool = tfmm.Pool(fee=0.003, chunk_period=60, max_change=1e-3)
+    strategy = tfmm.Strategy.from_memory_days("momentum", n_assets=2, memory_days=1.0, k_per_day=2.0, chunk_period=60)
+    return prices, pool, strategy
+
+
+def _cfg(**kw):
+    base = dict(bout_length=3 * DAY, batch_size=2, n_sets=2, n_iterations=6, eval_every=3, burn_in=2 * DAY,
+                learning_rate=0.05, checkpoint_every=2, seed=3)
+    base.update(kw)
+    return tfmm.TrainConfig(**base)
+
+
+def test_forced_nan_stops_with_report():
+    prices, pool, strategy = _small_setup()
+    # An absurd learning rate drives log_k to ~1e4 after one step: k = 2^log_k overflows to inf.
+    cfg = _cfg(learning_rate=1e4, clip_norm=None, n_sets=1)
+    with pytest.raises(training.TrainingDivergedError) as info:
+        tfmm.train(prices, strategy, pool, cfg, progress=False)
+    report = info.value.report
+    assert report["step"] >= 1 and report["set"] == 0
+    assert len(report["starts"]) == cfg.batch_size
+    assert "first non-finite quantity" in str(info.value)
+    assert report["first_nonfinite"]
+
+
+def test_skip_policy_recovers_with_reset_state():
+    prices, pool, strategy = _small_setup()
+    # Set 1 starts with k = 2^2000 = inf: every step of it is non-finite and must be skipped, with its
+    # optimizer state reset, while set 0 trains normally.
+    params = {k: np.stack([v, v]) for k, v in strategy.params.items()}
+    params["log_k"][1] = 2000.0
+    cfg = _cfg(n_sets=2, nan_policy="skip", n_iterations=4)
+    result = tfmm.train(prices, strategy.with_params(params), pool, cfg, progress=False)
+    hist = result.history
+    assert (hist["skipped_sets"] == 1).all()
+    assert np.isfinite(hist["objective_set0"]).all() and not np.isfinite(hist["objective_set1"]).any()
+    assert result.extras["updates_applied"].tolist() == [4, 0]
+    assert result.best_set == 0 and np.isfinite(result.test["daily_log_sharpe"])
+    # the skipped set's parameters were never moved by a non-finite update
+    assert result.strategies_per_set[1].params["log_k"][0] == 2000.0
+
+
+def test_same_seed_same_result_and_resume(tmp_path):
+    prices, pool, strategy = _small_setup()
+    cfg = _cfg()
+    a = tfmm.train(prices, strategy, pool, cfg, progress=False)
+    b = tfmm.train(prices, strategy, pool, cfg, progress=False)
+    for k in a.strategy.params:
+        np.testing.assert_array_equal(a.strategy.params[k], b.strategy.params[k])
+    np.testing.assert_array_equal(a.history["objective"].to_numpy(), b.history["objective"].to_numpy())
+    # interrupted run: stop after 4 steps (the checkpoint at step 4), then resume to 6
+    short = _cfg(n_iterations=4)
+    tfmm.train(prices, strategy, pool, short, run_dir=tmp_path / "run", progress=False)
+    import pickle
+
+    ckpt = pickle.loads((tmp_path / "run" / "checkpoint.pkl").read_bytes())
+    assert ckpt["step"] == 4
+    ckpt["config"] = cfg.to_dict()  # continue the same run with its full length
+    (tmp_path / "run" / "checkpoint.pkl").write_bytes(pickle.dumps(ckpt))
+    resumed = tfmm.train(prices, strategy, pool, cfg, resume=tmp_path / "run", progress=False)
+    np.testing.assert_allclose(resumed.history["objective"].to_numpy(), a.history["objective"].to_numpy(), rtol=0, atol=0)
+    for k in a.strategy.params:
+        np.testing.assert_array_equal(a.strategy.params[k], resumed.strategy.params[k])
+
+
+def test_run_dir_contents(tmp_path):
+    prices, pool, strategy = _small_setup()
+    result = tfmm.train(prices, strategy, pool, _cfg(n_iterations=3), run_dir=tmp_path / "r", progress=False)
+    names = {p.name for p in (tmp_path / "r").iterdir()}
+    assert {"config.toml", "log.csv", "best_params.toml", "metrics.json", "training.png", "weights.png",
+            "value.png", "checkpoint.pkl"} <= names
+    back = tfmm.load_config(tmp_path / "r" / "best_params.toml")["strategy"]
+    np.testing.assert_array_equal(back.params["log_k"], result.strategy.params["log_k"])
+    assert {"step", "objective", "grad_norm", "learning_rate", "grad_norm_log_k", "objective_set0"} <= set(result.history.columns)
+
+
+def test_training_on_trending_series_raises_validation_objective():
+    # Asset 1 trends up strongly, asset 0 down: a momentum pool should learn to tilt toward asset 1.
+    prices, pool, strategy = _small_setup(seed=5, drift=(-8.0, 8.0), n_days=60, vol=0.3)
+    cfg = _cfg(n_iterations=30, eval_every=5, n_sets=1, learning_rate=0.1, objective="returns",
+               bout_length=5 * DAY, batch_size=4, split=(0.6, 0.4, 0.0))
+    periods = training.make_periods(prices.n_rows, strategy, pool, cfg)
+    start, stop = periods.validation
+    before = tfmm.metrics(tfmm.simulate(prices, strategy, pool, start=start, length=stop - start + 1))["returns"]
+    result = tfmm.train(prices, strategy, pool, cfg, progress=False)
+    assert result.validation["returns"] > before + 0.05
+    assert (result.strategy.params["log_k"] > strategy.params["log_k"]).all()  # learned to follow the trend harder

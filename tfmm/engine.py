@@ -1,0 +1,185 @@
+"""Drives :mod:`tfmm.core.simulate` on an array backend: batching, compilation cache, objectives.
+
+Batching is always (parameter sets) x (bout starts) internally: ``vmap`` over sets outside (so each
+set's rule outputs are computed once on the whole price array) and over starts inside. Leading axes
+the caller did not ask for are squeezed away. Compiled functions are cached per static
+:class:`~tfmm.core.simulate.BoutConfig` (and objective), so a training loop never recompiles.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from tfmm.api import Simulation, SimulationRequest
+from tfmm.core import g3m
+from tfmm.core.objectives import all_objectives, objective as objective_fn
+from tfmm.core.simulate import BoutConfig, rule_outputs_for, simulate_bout
+from tfmm.specs import STRATEGY_PARAMETERS
+
+
+def bout_config(request: SimulationRequest, checkpoint_every: int | None = 4096) -> BoutConfig:
+    """The static part of a request."""
+    pool, strategy = request.pool, request.strategy
+    n = request.n_assets
+    w_min, w_max = pool.weight_bounds(n)
+    signatures = g3m.signature_matrix(n, pool.signature_set(n))
+    return BoutConfig(
+        strategy=strategy.name, rule_kind=strategy.rule_kind, n_assets=n, length=request.length,
+        chunk_period=pool.chunk_period, interpolation_period=pool.interpolation_minutes,
+        interpolation=pool.interpolation, w_min=w_min, w_max=w_max, max_change=pool.max_change,
+        initial_value=pool.initial_value, signatures=tuple(map(tuple, signatures.tolist())),
+        smooth=request.mode == "smooth", smoothing=request.smoothing, has_fees=pool.has_fees,
+        beta=strategy.beta, max_memory_days=strategy.max_memory_days, checkpoint_every=checkpoint_every,
+    )
+
+
+class ArrayEngine:
+    """simulate / value_and_grad / metrics for a backend that supplies xp, jit, vmap and autodiff."""
+
+    def __init__(self, bk: Any) -> None:
+        self.bk = bk
+        self._cache: dict[Any, Callable] = {}
+
+    # -- inputs ------------------------------------------------------------------------------------
+    def inputs(self, request: SimulationRequest) -> dict[str, Any]:
+        """Backend arrays of one dtype: prices, chunk prices, per-minute rates, starts, w_init, params."""
+        bk, dt = self.bk, request.dtype
+        strategy = request.strategy
+        params = {k: np.asarray(v) for k, v in strategy.params.items()}
+        if strategy.n_sets is None:
+            params = {k: v[None] for k, v in params.items()}
+        return {
+            "params": {k: bk.asarray(v, dt) for k, v in params.items()},
+            "prices": bk.asarray(request.prices, dt),
+            "chunk_prices": bk.asarray(request.prices[:: request.pool.chunk_period], dt),
+            "fee": bk.asarray(request.fee, dt),
+            "gas": bk.asarray(request.gas, dt),
+            "arb_fee": bk.asarray(request.arb_fee, dt),
+            "starts": bk.asarray(request.starts, "int64" if dt == "float64" else "int32"),
+            "w_init": bk.asarray(strategy.initial_weights, dt),
+        }
+
+    # -- compiled functions --------------------------------------------------------------------------
+    def batched_simulator(self, cfg: BoutConfig) -> Callable:
+        """f(params (sets, n), prices, chunk_prices, fee, gas, arb_fee, starts, w_init) -> dict of
+        arrays with leading axes (sets, starts). Not compiled (compose it inside jitted functions)."""
+        bk = self.bk
+
+        def per_set(params, prices, chunk_prices, fee, gas, arb_fee, starts, w_init):
+            outputs = rule_outputs_for(chunk_prices, params, cfg, bk)
+
+            def per_start(start):
+                return simulate_bout(prices, fee, gas, arb_fee, outputs, start, params, w_init, cfg, bk)
+
+            return bk.vmap(per_start)(starts)
+
+        if cfg.rule_kind == "constant":
+            def constant(params, *args):
+                out = per_set(params, *args)
+                return {k: v[None] for k, v in out.items()}
+            return constant
+        return bk.vmap(per_set, in_axes=(0, None, None, None, None, None, None, None))
+
+    def _compiled(self, key: Any, build: Callable[[], Callable]) -> Callable:
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    def simulate_fn(self, cfg: BoutConfig) -> Callable:
+        return self._compiled(("simulate", cfg), lambda: self.bk.jit(self.batched_simulator(cfg)))
+
+    def objective_per_set(self, cfg: BoutConfig, objective: str) -> Callable:
+        """f(params, ...) -> (sets,) objective averaged over the starts (traceable, not compiled)."""
+        bk = self.bk
+        simulator = self.batched_simulator(cfg)
+
+        def per_bout(values, reserves0, prices):
+            return objective_fn(objective, values, reserves0, prices, bk)
+
+        def f(params, prices, chunk_prices, fee, gas, arb_fee, starts, w_init):
+            out = simulator(params, prices, chunk_prices, fee, gas, arb_fee, starts, w_init)
+            r0 = out["reserves"][:, :, 0, :]
+            obj = bk.vmap(bk.vmap(per_bout))(out["values"], r0, out["prices"])
+            return bk.xp.mean(obj, axis=1)
+
+        return f
+
+    def value_and_grad_fn(self, cfg: BoutConfig, objective: str) -> Callable:
+        """Compiled f(params, ...) -> ((sum over sets, per-set objective), grads)."""
+        bk = self.bk
+
+        def build():
+            per_set = self.objective_per_set(cfg, objective)
+
+            def total(params, *args):
+                values = per_set(params, *args)
+                return bk.xp.sum(values), values
+
+            return bk.jit(bk.value_and_grad(total, has_aux=True))
+
+        return self._compiled(("value_and_grad", cfg, objective), build)
+
+    # -- public entry points ---------------------------------------------------------------------------
+    def simulate(self, request: SimulationRequest) -> Simulation:
+        cfg = bout_config(request)
+        x = self.inputs(request)
+        out = self.simulate_fn(cfg)(x["params"], x["prices"], x["chunk_prices"], x["fee"], x["gas"],
+                                    x["arb_fee"], x["starts"], x["w_init"])
+        keep_sets = request.strategy.n_sets is not None
+        keep_starts = request.batched_starts
+
+        def squeeze(v):
+            """(sets, starts, ...) -> drop the axes the caller did not ask for."""
+            if not keep_starts:
+                v = v[:, 0]
+            if not keep_sets:
+                v = v[0]
+            return v
+
+        prices = out["prices"][0]
+        rows = np.arange(request.n_out)
+        timestamps = request.timestamps[request.starts[:, None] + rows[None, :]]
+        return Simulation(
+            reserves=squeeze(out["reserves"]), weights=squeeze(out["weights"]), values=squeeze(out["values"]),
+            trades=squeeze(out["trades"]), fees=squeeze(out["fees"]),
+            prices=prices if keep_starts else prices[0],
+            timestamps=timestamps if keep_starts else timestamps[0],
+            assets=request.assets, backend=self.bk.name, mode=request.mode, request=request,
+        )
+
+    def value_and_grad(self, request: SimulationRequest, objective: str) -> tuple[Any, dict[str, Any]]:
+        cfg = bout_config(request)
+        x = self.inputs(request)
+        (_, per_set), grads = self.value_and_grad_fn(cfg, objective)(
+            x["params"], x["prices"], x["chunk_prices"], x["fee"], x["gas"], x["arb_fee"], x["starts"], x["w_init"]
+        )
+        if request.strategy.n_sets is None:
+            return per_set[0], {k: v[0] for k, v in grads.items()}
+        return per_set, dict(grads)
+
+    def metrics(self, sim: Simulation) -> dict[str, Any]:
+        """Every objective, per bout (arrays with the simulation's leading axes when batched)."""
+        bk = self.bk
+        sim_np = sim.to_numpy()
+        values = sim_np.values
+        lead = values.shape[:-1]
+        n = sim_np.reserves.shape[-1]
+        t = values.shape[-1]
+        prices = np.broadcast_to(sim_np.prices, lead + (t, n)) if sim_np.prices.ndim < values.ndim + 1 else sim_np.prices
+        flat_v = values.reshape(-1, t)
+        flat_r0 = sim_np.reserves[..., 0, :].reshape(-1, n)
+        flat_p = np.broadcast_to(prices, lead + (t, n)).reshape(-1, t, n)
+        dt = "float32" if values.dtype == np.float32 else "float64"
+        fn = self._compiled(("metrics", t, n, dt), lambda: bk.jit(bk.vmap(lambda v, r, p: all_objectives(v, r, p, bk))))
+        out = fn(bk.asarray(flat_v, dt), bk.asarray(flat_r0, dt), bk.asarray(flat_p, dt))
+        result = {}
+        for name, arr in out.items():
+            arr = np.asarray(arr).reshape(lead)
+            result[name] = float(arr) if arr.ndim == 0 else arr
+        return result
+
+
+def param_names(strategy_name: str) -> tuple[str, ...]:
+    return STRATEGY_PARAMETERS[strategy_name]
