@@ -14,9 +14,10 @@ interpolation period ``I``:
    two-phase arbitrage scan of :func:`tfmm.reference.pool.simulate_reserves` (exact or smooth);
 5. values ``V_t = sum_i R_{t,i} P_{t,i}`` (USD).
 
-The smooth mode's temperatures come from ``request.smoothing`` (docs/smooth_mode.md). Where the pool
-has no fee at all the scan takes the zero-fee closed-form trade every minute; in smooth mode that trade
-is gated like any other (docs/smooth_mode.md), so a smooth fee-free pool is not the closed form.
+The smooth mode's temperatures come from ``request.smoothing`` (docs/smooth_mode.md). A pool with no fee,
+gas or arbitrage cost at any minute has no gate to smooth: its reserves are the closed form of MATH 2.2
+in both modes (:func:`tfmm.reference.pool.zero_fee_closed_form`, a plain loop). Otherwise minutes with a
+zero fee take the zero-fee trade through the gate (docs/smooth_mode.md).
 """
 
 from __future__ import annotations
@@ -108,6 +109,10 @@ def simulate_bout(request: SimulationRequest, start: int, params: Mapping[str, A
     if request.strategy.name == "hodl":
         reserves = pool_mod.hodl_reserves(r0, n_out)
         trades, fees = np.zeros_like(reserves), np.zeros(n_out)
+    elif not pool.has_fees:
+        reserves = pool_mod.zero_fee_closed_form(r0, weights, prices)
+        trades = np.concatenate([np.zeros_like(reserves[:1]), np.diff(reserves, axis=0)])
+        fees = np.zeros(n_out)
     else:
         n = request.n_assets
         reserves, trades, fees = pool_mod.simulate_reserves(

@@ -27,7 +27,13 @@ def test_regular_install_layout(tmp_path):
     assert (target / "tfmm" / "_bundled" / "README.md").is_file()
     assert list((target / "tfmm" / "_bundled").glob("*.parquet"))
     code = "import tfmm, tfmm.reference, tfmm.backends.jax; print(tfmm.reference.__file__)"
-    out = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(target)}, capture_output=True, text=True)
+    # -S: no site processing, so the editable install's path hook (a .pth file) cannot shadow the target;
+    # the dependencies come from this interpreter's site-packages, placed after the target.
+    import sysconfig
+
+    path = f"{target}:{sysconfig.get_paths()['purelib']}:{sysconfig.get_paths()['platlib']}"
+    out = subprocess.run([sys.executable, "-S", "-c", code], env={"PYTHONPATH": path}, cwd=tmp_path,
+                         capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert str(target) in out.stdout
 

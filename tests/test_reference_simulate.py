@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import textwrap
@@ -55,7 +56,7 @@ def test_reference_imports_no_core_math_and_no_array_framework():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    added, frameworks = eval(out.stdout.strip().splitlines()[-1])
+    added, frameworks = ast.literal_eval(out.stdout.strip().splitlines()[-1])
     assert added == [] and frameworks == []
 
 

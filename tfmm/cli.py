@@ -320,9 +320,34 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_diagnose(subparsers: Any) -> None:
+    p = subparsers.add_parser("diagnose", help="check gradients and smoothing of a run file's strategy",
+                              description="Autodiff vs central finite differences on one bout, smooth-minus-exact "
+                                          "objective gap, gradient-norm statistics over a batch of bouts, and "
+                                          "gate/selection boundary statistics, printed as tables.")
+    _add_config_args(p, None)
+    p.add_argument("--bouts", type=int, default=16, help="bouts for the gradient-norm statistics")
+    p.add_argument("--objective", default=None, help="objective (default: [train] objective or daily_log_sharpe)")
+    p.set_defaults(func=_cmd_diagnose)
+
+
+def _cmd_diagnose(args: argparse.Namespace) -> int:
+    cfg = _load_run(args.config)
+    run = cfg["run"]
+    train_cfg = cfg.get("train")
+    objective = args.objective or (train_cfg.objective if train_cfg else "daily_log_sharpe")
+    smoothing = cfg.get("smoothing") or (train_cfg.smoothing if train_cfg else None)
+    with tfmm.use(_backend_name(args, run)):
+        report = tfmm.diagnose(cfg["prices"], cfg["strategy"], cfg["pool"], start=run.get("start"),
+                               length=run.get("length"), objective=objective, smoothing=smoothing,
+                               n_bouts=args.bouts)
+    print(report)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- entry point
 
-_SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_info, _add_data, _add_simulate, _add_train, _add_evaluate)
+_SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_info, _add_data, _add_simulate, _add_train, _add_evaluate, _add_diagnose)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,10 @@ DESIGN.md section 7, all on by default:
   naming the step, the parameter set, the bout starts and the first non-finite quantity, or, with
   ``nan_policy="skip"``, drops that set's update and resets its optimizer state. Never a silent
   re-initialisation;
+- logged per step: objective (mean and per set), global and per-parameter gradient norms, learning rate,
+  skipped sets; every ``eval_every`` steps also the fraction of arbitrage phases of the step's first bout
+  whose gate or candidate selection lies within its temperature of the boundary (NaN on other steps: it
+  needs an extra exact-path pass);
 - every ``eval_every`` steps: exact-mode metrics on the validation period for every parameter set,
   best parameters kept per set, early stopping on ``patience``; final exact-mode test metrics.
 
@@ -288,6 +292,12 @@ def train(
         evals_since_improvement = state_np["evals_since_improvement"]
         updates_applied = state_np["updates_applied"]
 
+    if state_np is None:
+        # the initial parameters are candidates too: training never returns worse on validation than its start
+        val0 = _validate_sets(prices, strategy, pool, config, periods, params0)
+        best_value = val0.copy()
+        eval_rows.append({"step": 0, **{f"validation_set{i}": float(v) for i, v in enumerate(val0)},
+                          "validation_best": float(np.max(best_value))})
     static_inputs = trainer.static_inputs(request)
     t0 = time.perf_counter()
     stopped_early = False
@@ -329,9 +339,7 @@ def train(
             row[f"grad_norm_set{i}"] = float(np.asarray(stats["grad_norm"])[i])
         for k in names:
             row[f"grad_norm_{k}"] = float(np.mean(np.asarray(stats["group_norms"][k])))
-        for k in ("gate_near_boundary", "selection_near_boundary"):
-            if k in stats:
-                row[k] = float(np.mean(np.asarray(stats[k])))
+        row["gate_near_boundary"] = row["selection_near_boundary"] = float("nan")
         history_rows.append(row)
         if bar is not None:
             bar.set_postfix(objective=f"{row['objective']:.4g}", grad=f"{row['grad_norm']:.3g}")
@@ -346,6 +354,7 @@ def train(
                 for k in names:
                     best_params[k][i] = params_np[k][i]
             evals_since_improvement = 0 if improved.any() else evals_since_improvement + 1
+            row.update(_boundary_row(prices, strategy, pool, config, starts[0], params_np))
             eval_rows.append({"step": step + 1, **{f"validation_set{i}": float(v) for i, v in enumerate(val)},
                               "validation_best": float(np.max(best_value))})
             if config.patience is not None and evals_since_improvement >= config.patience:
@@ -380,6 +389,24 @@ def train(
     if run_path is not None:
         write_run(result, prices, pool, config)
     return result
+
+
+def _boundary_row(prices, strategy, pool, config, start, params_np) -> dict[str, float]:
+    """Gate / selection boundary fractions on the step's first bout, mean over sets (exact path)."""
+    from tfmm.diagnostics import boundary_statistics
+
+    gate, sel = [], []
+    for i in range(config.n_sets):
+        single = strategy.with_params({k: v[i] for k, v in params_np.items()})
+        try:
+            b = boundary_statistics(prices, single, pool, int(start), config.bout_length, config.smoothing)
+        except (ValueError, FloatingPointError):
+            continue
+        gate.append(b["gate_near_boundary"])
+        sel.append(b["selection_near_boundary"])
+    if not gate:
+        return {}
+    return {"gate_near_boundary": float(np.mean(gate)), "selection_near_boundary": float(np.mean(sel))}
 
 
 def _validate_sets(prices, strategy, pool, config, periods, params_np) -> np.ndarray:

@@ -1,0 +1,221 @@
+"""``tfmm.diagnose``: is the training surface trustworthy for this pool, strategy and data?
+
+Reports, on the current backend (DESIGN.md section 7.10):
+
+1. autodiff vs central finite differences of the smooth-mode objective on one bout, per parameter entry;
+2. the smooth-minus-exact objective gap on that bout (what smoothing changes in the number trained on);
+3. gradient-norm statistics over a batch of bouts (median, max, non-finite count, histogram);
+4. gate and selection boundary statistics of the exact path: the fraction of arbitrage minutes whose
+   gate margin ``profit - gas - cost`` is within ``gate_temperature`` of 0, and whose best-minus-second
+   candidate profit is within ``selection_temperature`` (minutes where the smooth and exact modes can differ).
+
+Boundary statistics recompute each phase's candidates from the exact path's reserves (Phase A from
+``R_{t-1}`` under ``w_{t-1}``, Phase B from Phase A's result under ``w_t``), vectorised over minutes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tfmm.api import make_request, simulate, value_and_grad
+from tfmm.backend import get_backend
+from tfmm.core.memory import MINUTES_PER_DAY
+from tfmm.specs import Pool, Smoothing, Strategy
+
+
+def phase_margins(reserves: Any, weights_prev: Any, weights: Any, prices: Any, fee: Any, gas: Any, arb_fee: Any,
+                  signatures: np.ndarray, bk: Any) -> dict[str, Any]:
+    """Exact-mode margins of one minute's two phases from the reserves before them (all in USD).
+
+    Returns gate margins ``profit - gas - 0.5 arb_fee sum|Delta| p`` of the best valid candidate, selection
+    margins (best minus second-best valid profit, +inf with fewer than two valid candidates) and whether the
+    phase had a non-zero valid candidate, each of shape (2,) for (Phase A, Phase B).
+    """
+    from tfmm.core.g3m import candidate_trades
+
+    xp = bk.xp
+    gamma = 1.0 - fee
+    out = {"gate": [], "selection": [], "active": []}
+    r = reserves
+    for w in (weights_prev, weights):
+        deltas, profits, valid = candidate_trades(r, w, prices, gamma, signatures, bk)
+        score = bk.where(valid, profits, -xp.inf)
+        best_idx = bk.argmax(score, axis=-1)
+        onehot = bk.one_hot(best_idx, profits.shape[-1], profits.dtype)
+        best = xp.sum(onehot * bk.where(valid, profits, 0.0))
+        second = xp.max(bk.where(onehot > 0, -xp.inf, score))
+        trade = onehot @ deltas
+        cost = 0.5 * arb_fee * xp.sum(xp.abs(trade) * prices)
+        margin = best - gas - cost
+        executed = xp.any(valid) & (margin >= 0)
+        out["gate"].append(margin)
+        out["selection"].append(best - second)
+        out["active"].append(xp.any(valid & (xp.sum(xp.abs(deltas), axis=-1) > 0)))
+        r = r + bk.where(executed, trade, xp.zeros_like(trade))
+    return {k: xp.stack(v) for k, v in out.items()}
+
+
+def boundary_statistics(prices: Any, strategy: Strategy, pool: Pool, start: int = 0, length: int | None = None,
+                        smoothing: Smoothing | None = None) -> dict[str, float]:
+    """Fractions of active arbitrage phases near the gate / selection boundary on one exact-mode bout."""
+    smoothing = smoothing or Smoothing()
+    bk = get_backend()
+    if not hasattr(bk, "vmap"):
+        raise ValueError(f"boundary statistics need an array backend with vmap, not {bk.name!r}")
+    sim = simulate(prices, strategy, pool, start=start, length=length, mode="exact").to_numpy()
+    req = sim.request
+    from tfmm.core.g3m import signature_matrix
+
+    n = req.n_assets
+    sigs = signature_matrix(n, pool.signature_set(n))
+    s, t_out = int(req.starts[0]), req.n_out
+    rows = slice(s + 1, s + t_out)
+    fn = bk.jit(bk.vmap(lambda r, wp, w, p, f, g, a: phase_margins(r, wp, w, p, f, g, a, sigs, bk)))
+    m = fn(bk.asarray(sim.reserves[:-1]), bk.asarray(sim.weights[:-1]), bk.asarray(sim.weights[1:]),
+           bk.asarray(sim.prices[1:]), bk.asarray(req.fee[rows]), bk.asarray(req.gas[rows]),
+           bk.asarray(req.arb_fee[rows]))
+    gate, sel, active = (np.asarray(m[k]) for k in ("gate", "selection", "active"))
+    n_active = int(active.sum())
+    near_gate = active & (np.abs(gate) < smoothing.gate_temperature)
+    near_sel = active & (sel < smoothing.selection_temperature)
+    frac = (lambda x: float(x.sum()) / n_active) if n_active else (lambda x: 0.0)
+    return {
+        "active_phases": n_active,
+        "phases": int(active.size),
+        "gate_near_boundary": frac(near_gate),
+        "selection_near_boundary": frac(near_sel),
+        "median_gate_margin_usd": float(np.median(gate[active])) if n_active else float("nan"),
+    }
+
+
+@dataclass
+class Diagnosis:
+    """What :func:`diagnose` found; ``str(d)`` prints it as tables."""
+
+    gradients: Any  # DataFrame: parameter, index, autodiff, finite_difference, abs_error, rel_error
+    objective_smooth: float
+    objective_exact: float
+    grad_norms: np.ndarray
+    grad_norm_histogram: tuple[np.ndarray, np.ndarray]
+    boundary: dict[str, float]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def smooth_exact_gap(self) -> float:
+        return self.objective_smooth - self.objective_exact
+
+    @property
+    def max_rel_error(self) -> float:
+        return float(self.gradients["rel_error"].max())
+
+    def __str__(self) -> str:
+        g = self.grad_norms
+        finite = g[np.isfinite(g)]
+        lines = [
+            f"diagnosis: {self.settings.get('strategy')} on {self.settings.get('backend')}, objective "
+            f"{self.settings.get('objective')}, bout start {self.settings.get('start')} length {self.settings.get('length')}",
+            "",
+            "autodiff vs central finite differences (smooth mode, step "
+            f"{self.settings.get('fd_step')}):",
+            self.gradients.to_string(index=False, float_format=lambda x: f"{x: .6e}"),
+            "",
+            f"objective: smooth {self.objective_smooth:.8g}, exact {self.objective_exact:.8g}, "
+            f"gap (smooth - exact) {self.smooth_exact_gap:.3e}",
+            "",
+            f"gradient norm over {g.size} bouts: non-finite {int((~np.isfinite(g)).sum())}"
+            + (f", median {np.median(finite):.4g}, min {finite.min():.4g}, max {finite.max():.4g}" if finite.size else ""),
+        ]
+        counts, edges = self.grad_norm_histogram
+        if counts.size:
+            width = max(int(counts.max()), 1)
+            for c, lo, hi in zip(counts, edges[:-1], edges[1:]):
+                lines.append(f"  [{lo:10.4g}, {hi:10.4g})  {'#' * int(round(30 * c / width)):<30} {int(c)}")
+        b = self.boundary
+        lines += [
+            "",
+            f"boundary (exact path, {b.get('active_phases', 0)} of {b.get('phases', 0)} phases with a valid trade): "
+            f"gate within temperature {b.get('gate_near_boundary', float('nan')):.2%}, "
+            f"selection within temperature {b.get('selection_near_boundary', float('nan')):.2%}",
+        ]
+        return "\n".join(lines)
+
+
+def diagnose(
+    prices: Any,
+    strategy: Strategy,
+    pool: Pool,
+    start: int | None = None,
+    length: int | None = None,
+    objective: str = "daily_log_sharpe",
+    smoothing: Smoothing | None = None,
+    n_bouts: int = 16,
+    fd_step: float = 1e-5,
+    seed: int = 0,
+) -> Diagnosis:
+    """Check gradients, the smooth/exact gap, gradient norms and boundary statistics (module docstring).
+
+    start/length: the bout for the gradient check (default: the last 10 days that fit, on a chunk
+    boundary); n_bouts bouts of the same length at seeded chunk-boundary starts give the norm statistics;
+    fd_step: central-difference step in the unconstrained parameter space.
+    """
+    import pandas as pd
+
+    smoothing = smoothing or Smoothing()
+    n_rows = len(prices.values) if hasattr(prices, "values") else len(prices)
+    c = pool.chunk_period
+    if length is None:
+        length = min(10 * MINUTES_PER_DAY + 1, n_rows // 2)
+    if start is None:
+        start = ((n_rows - length + 1) // c) * c
+    make_request(prices, strategy, pool, start, length)  # validate before any work
+    if strategy.n_sets is not None:
+        raise ValueError("diagnose takes a strategy with one parameter set (use strategy.param_set(i))")
+
+    def objective_at(params: dict[str, np.ndarray]) -> float:
+        v, _ = value_and_grad(prices, strategy.with_params(params), pool, start=start, length=length,
+                              objective=objective, mode="smooth", smoothing=smoothing)
+        return float(np.asarray(v))
+
+    value, grads = value_and_grad(prices, strategy, pool, start=start, length=length, objective=objective,
+                                  mode="smooth", smoothing=smoothing)
+    rows = []
+    for name, arr in strategy.params.items():
+        for i in range(arr.size):
+            up = {k: np.array(v, copy=True) for k, v in strategy.params.items()}
+            dn = {k: np.array(v, copy=True) for k, v in strategy.params.items()}
+            up[name][i] += fd_step
+            dn[name][i] -= fd_step
+            fd = (objective_at(up) - objective_at(dn)) / (2 * fd_step)
+            ad = float(np.asarray(grads[name])[i])
+            err = abs(ad - fd)
+            rows.append({"parameter": name, "index": i, "autodiff": ad, "finite_difference": fd,
+                         "abs_error": err, "rel_error": err / max(abs(fd), 1e-12)})
+    from tfmm.api import metrics
+
+    exact_sim = simulate(prices, strategy, pool, start=start, length=length, mode="exact")
+    objective_exact = float(np.asarray(metrics(exact_sim)[objective]))
+
+    rng = np.random.default_rng(seed)
+    candidates = np.arange(0, n_rows - length + 2, c)
+    starts = np.sort(rng.choice(candidates, size=min(n_bouts, candidates.size), replace=False))
+    norms = []
+    for s in starts:
+        _, g = value_and_grad(prices, strategy, pool, start=int(s), length=length, objective=objective,
+                              mode="smooth", smoothing=smoothing)
+        norms.append(float(np.sqrt(sum(float(np.sum(np.asarray(v) ** 2)) for v in g.values()))))
+    norms_arr = np.asarray(norms)
+    finite = norms_arr[np.isfinite(norms_arr)]
+    hist = np.histogram(finite, bins=min(8, max(1, finite.size))) if finite.size else (np.zeros(0), np.zeros(1))
+    try:
+        boundary = boundary_statistics(prices, strategy, pool, start, length, smoothing)
+    except ValueError as exc:
+        boundary = {"error": str(exc)}
+    return Diagnosis(
+        gradients=pd.DataFrame(rows), objective_smooth=float(np.asarray(value)), objective_exact=objective_exact,
+        grad_norms=norms_arr, grad_norm_histogram=hist, boundary=boundary,
+        settings={"strategy": strategy.name, "backend": get_backend().name, "objective": objective,
+                  "start": start, "length": length, "fd_step": fd_step},
+    )
