@@ -3,42 +3,74 @@
 Written once against the Array API (``bk.xp``) plus the backend primitives (``bk.scan``, ``bk.where``,
 ``bk.cumsum``, ``bk.softmax``, ``bk.sigmoid``, ``bk.one_hot``, ``bk.argmax``, ``bk.stop_gradient``), so the
 same code runs under JAX and torch, inside ``jit`` and ``vmap``. Units: reserves in tokens, prices in USD per
-token, profits, gas, costs and fees in USD, fee rates dimensionless.
+token; profits, gas, costs and fees in USD; fee rates dimensionless.
 
-Candidate trades (MATH 2.3) in the form this module evaluates. For a signature ``sigma`` with active set
-``A`` (mask ``M_i = |sigma_i|``), ``S_A = sum_{j in A} w_j`` and ``g_i = gamma`` where ``sigma_i = +1``:
+Candidate trades (MATH 2.3) in the form evaluated here. For a signature ``sigma`` with active set ``A``
+(mask ``M_i = |sigma_i|``), ``S_A = sum_{j in A} w_j``, ``g_i = gamma`` where ``sigma_i = +1`` (else 1) and
+``lpw = log p - log w``:
 
-    Delta_i = M_i * (exp(e + a_i) - R_i / g_i),
-    e = (1 / S_A) * sum_{j in A} w_j log R_j + d,       (log K_A + d)
-    a_i = log w_i - log p_i,
-    d = (1 / S_A) * (sum_{j in A} w_j (log p_j - log w_j) - log(gamma) * sum_{j: sigma_j = +1} w_j).
+    e     = (sum_{j in A} w_j (log R_j + lpw_j) - log(gamma) sum_{j: sigma_j = +1} w_j) / S_A
+    Rt_i / g_i = exp(e) * w_i / p_i
+    Delta_i = M_i * (Rt_i / g_i - R_i / g_i)
 
-This is MATH's ``Delta_i = (K_A (wh_i g_i / p_i) exp(sum_A wh_j log(p_j / (g_j wh_j))) - R_i) / g_i``
-rearranged (``g_i`` cancels in the first term). ``a`` and ``d`` depend only on weights and prices, so they are
-computed for all minutes before the sequential scan; the scan body only needs ``log R``.
+which is MATH's ``Rt_i = K_A (wh_i g_i / p_i) exp(sum_A wh_j log(p_j / (g_j wh_j)))``,
+``Delta_i = (Rt_i - R_i) / g_i`` rearranged (``g_i`` cancels in the first term). Everything signature-specific
+is a static mask; the scan body computes ``log R``, ``log p_t``, ``log w_t`` (``log w_{t-1}`` is carried), one
+``exp`` per candidate, the trades, validity, profits, selection and the gate. (Tables of ``log p - log w``
+or ``exp(d)`` for all minutes before the scan were measured slower on XLA:CPU: for one year they are
+tens of MB of fresh memory per call, and the page faults cost more than the logarithms they save.)
 
-Decisions where MATH.md is silent (or where this module chooses a formulation):
+Decisions where MATH.md is silent, or where this module picks a formulation:
 
 - Validity (MATH 2.3: ``R + Delta > 0`` and ``K(R + g' Delta) >= K(R) (1 - 1e-9)``, ``g'_i = gamma`` where
-  ``Delta_i > 0``) is evaluated without the rounding of the identity the candidate satisfies by construction,
-  ``K(R + g Delta) = K(R)`` (``g`` from the signature): then
-  ``log K(R + g' Delta) - log K(R) = sum_i w_i log1p((g'_i - g_i) Delta_i / (R_i + g_i Delta_i))``, whose terms
-  are exactly 0 where the trade's direction agrees with ``sigma`` and ``w_i log1p(-f |Delta_i| / Rt_i) < 0``
-  where it does not. This is MATH's test in exact arithmetic, so the tolerance can stay 1e-9 in float32 as
-  in float64 (a literal float32 evaluation of ``K`` has rounding errors near 1e-6 and, with any tolerance
-  large enough to absorb them, would accept wrong-direction trades of up to ``tol / f`` of the pool).
+  ``Delta_i > 0``, else 1) is evaluated without the rounding of the identity every candidate satisfies by
+  construction, ``K(R + g Delta) = K(R)`` (``g`` from the signature). Dividing by it,
+  ``log K(R + g' Delta) - log K(R) = sum_i w_i log1p(c_i)``, ``c_i = (g'_i - g_i) Delta_i / (R_i + g_i Delta_i)``:
+  exactly 0 where the trade's direction agrees with ``sigma`` and ``-f |Delta_i| / Rt_i < 0`` where it does
+  not. ``log1p(c)`` is taken as ``c - c^2 / 2``: where the test is close (the sum within 1e-9) ``|c|`` is
+  below ``1e-9 / w_i`` and the neglected ``|c|^3 / 3`` is some 1e-11 of the tolerance, far below the
+  rounding of any literal evaluation of ``K``; where it is not close the sign of the comparison is the same.
+  This is MATH's test in exact arithmetic, and it keeps the 1e-9 tolerance meaningful in float32 (a literal
+  float32 evaluation of ``K`` has rounding errors near 1e-6; a tolerance large enough to absorb them would
+  accept wrong-direction trades of up to ``tol / f`` of the pool). It differs from a literal float64
+  evaluation only for trades that drain a reserve to about 1e-9 of itself, where the literal ``K(R + g Delta)``
+  itself rounds by more than the tolerance.
+- The tolerance admits wrong-direction candidates whose invariant fall is below 1e-9 (``|Delta_i| / R_i``
+  up to about ``1e-9 / (f w_i)``), as MATH specifies, and an admitted one with a positive profit is
+  executed. Inside the no-arbitrage band a wrong-direction candidate has ``|Delta| / R`` of order ``f``
+  and lowers the invariant by about ``f^2 w / 2``, so this only happens for fees below about 1e-4; each
+  such trade costs the pool at most 1e-9 of its invariant.
 - With ``gamma == 1`` at a minute (``fee[t] == 0``) the candidate set is replaced by the zero-fee trade of
-  docs/smooth_mode.md. It is evaluated as one extra candidate row (all assets active, no fee) that is the
-  only selectable row at such minutes; the fee candidates are the selectable rows at the other minutes. The
-  validity check is applied to it as well (it always passes up to rounding).
-- The candidate set is padded to ``S + 1`` rows; ``fees`` are recorded with the gate applied (0 or 1 in exact
-  mode, the sigmoid in smooth mode) and with the executed (mixed, in softmax mode) trade.
+  docs/smooth_mode.md, evaluated as one extra candidate row (all assets active, no fee) that is the only
+  selectable row at such minutes (the signature rows are the selectable ones at the other minutes; masking
+  uses ``where`` with a score of ``-inf``). It gets the same validity check, which it always passes.
+  The row is left out when ``fee`` is known while tracing (a Python or numpy value) and never 0 after row 0,
+  and when every signature activates every asset (n = 2): then each signature's candidate at ``gamma = 1``
+  is the zero-fee trade bit for bit, so the selection (exact, or any smooth mix of identical trades)
+  gives that trade.
+- ``fees`` are recorded with the gate applied (0 or 1 in exact mode, the sigmoid in smooth mode) and with the
+  executed (mixed, in softmax mode) trade of each phase. ``trades`` (both phases' executed trades) are
+  returned as the reserve changes ``R_t - R_{t-1}``, taken after the scan: equal to the sum of the two
+  executed trades up to the rounding of the reserves (about 1e-16 of them), and one output fewer in the loop.
+- float32 works (inputs stay float32) but is lossy here: a trade ``Rt / g - R`` is resolved to a few ulps of
+  the reserves (``exp`` of the log-invariant, about 10 in size, carries ~10 eps), so a profit is resolved to
+  ~1e-7 of the pool's value, far coarser than the profits of the small trades at the band's edges. The gate
+  executes a trade when its computed profit clears the threshold, which selects rounding errors in the
+  arbitrageur's favour: measured against float64, a float32 pool lost 0.85% of its value over 30 days of
+  minutes (2 assets, fee 0.3%, momentum weights), about 2e-7 per minute. Use float64 to evaluate pools.
 - Row 0 of every output is the initial state: reserves ``r0``, zero trade, zero fee; ``fee``, ``gas`` and
   ``arb_fee`` of row 0 are unused. Scalars are accepted for ``fee``, ``gas`` and ``arb_fee`` (broadcast to T).
-- Gradients stay finite: the only logarithms in the scan are of reserves (always > 0: a valid candidate
-  keeps ``R + Delta > 0`` and every executed trade is a convex combination of those and the zero trade) and,
-  in the validity check, of arguments sanitised before the ``log1p`` (the double-where idiom); unselected
-  candidates are masked by ``where`` with ``-inf`` scores, which give exact zero gradients.
+- Gradients stay finite: the scan takes logarithms of prices, weights and reserves only (the reserves stay
+  > 0: a valid candidate keeps ``R + Delta > 0`` and every executed trade is a convex combination of valid
+  candidates and the zero trade); validity only selects through ``where`` (its inputs are sanitised so
+  nothing is NaN), and unselectable candidates get a ``-inf`` score, whose softmax weight and gradient are
+  exactly 0.
+- Speed (XLA:CPU): sums over the few assets and candidates are written as explicit adds (``_sum_last``)
+  because XLA reduces tiny trailing axes slowly; the carry is the reserves and the previous weights row.
+  The scan runs several times faster when XLA compiles the whole loop into one kernel, which it does
+  only below a size threshold unless told otherwise
+  (``XLA_FLAGS=--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=1000000000000``, set
+  before JAX starts); see bench/bench_pool_step.py.
 """
 
 from __future__ import annotations
@@ -95,18 +127,25 @@ def log_rebalancing_ratios(weights: Any, prices: Any, xp: Any) -> Any:
 def zero_fee_reserves(r0: Any, weights: Any, prices: Any, bk: Any) -> Any:
     """Reserves of a fee-free pool arbitraged to equilibrium every minute (MATH 2.2), shape (T, n).
 
-    ``R_t = r0 * exp(cumsum_{u <= t} log(rho_p,u * rho_w,u))`` with row 0 = ``r0``: one parallel pass over
-    time (``bk.cumsum``), no sequential scan. ``r0`` must be in equilibrium with ``weights[0]``, ``prices[0]``
-    for this to equal :func:`fee_reserves` with zero fee.
+    ``R_t = r0 * exp(cumsum_{u <= t} log(rho_p,u * rho_w,u))``, row 0 = ``r0``: one parallel pass over time
+    (``bk.cumsum``), no sequential scan. The per-asset part of ``log rho`` telescopes,
+    ``sum_{u <= t} (log y_u,i - log x_u,i) = log(w_t,i / w_0,i) - log(p_t,i / p_0,i)``, so only the common part
+    ``c_u = sum_j (w_{u-1,j} log x_u,j - w_u,j log y_u,j)`` is accumulated:
+    ``R_t,i = r0_i exp(C_t) (w_t,i / w_0,i) (p_0,i / p_t,i)`` with ``C_t = sum_{u <= t} c_u`` (in logs).
+    ``r0`` must be in equilibrium with ``weights[0]``, ``prices[0]`` for this to equal :func:`fee_reserves`
+    with zero fee.
     """
     xp = bk.xp
     prices = xp.asarray(prices)
     dt = prices.dtype
     weights = xp.asarray(weights, dtype=dt)
     r0 = xp.asarray(r0, dtype=dt)
-    log_rho = log_rebalancing_ratios(weights, prices, xp)
-    zero = xp.zeros_like(log_rho[:1, ...])
-    log_growth = bk.cumsum(xp.concat([zero, log_rho], axis=0), axis=0)
+    log_p, log_w = xp.log(prices), xp.log(weights)
+    log_x = log_p[1:, ...] - log_p[:-1, ...]
+    log_y = log_w[1:, ...] - log_w[:-1, ...]
+    common = _sum_last(weights[:-1, ...] * log_x - weights[1:, ...] * log_y, xp)
+    growth = bk.cumsum(xp.concat([xp.zeros_like(log_p[:1, 0]), common], axis=0), axis=0)
+    log_growth = growth[:, None] + ((log_w - log_w[:1, ...]) - (log_p - log_p[:1, ...]))
     return r0 * xp.exp(log_growth)
 
 
@@ -173,12 +212,12 @@ def _masked_sums(x: Any, mask: np.ndarray, xp: Any) -> Any:
 @dataclass(frozen=True, eq=False)
 class CandidateRows:
     """Static description of the candidate rows: masks ``|sigma| != 0`` and ``sigma = +1`` (S, n) numpy bool;
-    the first ``n_checked`` rows get the validity check (later rows: the zero-fee trade, always valid);
-    ``full``: every row activates every asset (then ``K_A = K`` for all rows)."""
+    ``n_fee_rows``: the rows that are signatures (a last row, if any, is the zero-fee trade);
+    ``full``: every row activates every asset (then ``S_A = sum_j w_j`` for all rows)."""
 
     active: np.ndarray
     plus: np.ndarray
-    n_checked: int
+    n_fee_rows: int
 
     @property
     def full(self) -> bool:
@@ -197,61 +236,81 @@ class CandidateRows:
         return cls(active, plus, sig.shape[0])
 
 
-def candidate_tables(weights: Any, prices: Any, log_weights: Any, log_prices: Any, log_gamma: Any,
-                     rows: CandidateRows, xp: Any) -> tuple[Any, Any, Any]:
-    """Reserve-independent factors of the candidate trades, vectorised over leading (time) axes.
-
-    weights, prices and their logs: (..., n); log_gamma: (...,). Returns ``ea = w / p`` (..., n),
-    ``inv_sum = 1 / S_A`` (..., S) (None when ``rows.full``: then ``S_A = sum_j w_j = 1``) and
-    ``dfac = exp(d)`` (..., S), ``d = (sum_A w (log p - log w) - log(gamma) sum_{sigma=+1} w) / S_A``, so that
-    the target over the fee factor is ``Rt_i / g_i = K_A * dfac * ea_i``.
-    """
-    wl = weights * (log_prices - log_weights)
-    plus_weight = _masked_sums(weights, rows.plus, xp)
-    if rows.full:
-        d = _sum_last(wl, xp)[..., None] - log_gamma[..., None] * plus_weight
-        inv_sum = None
-    else:
-        inv_sum = 1.0 / _masked_sums(weights, rows.active, xp)
-        d = inv_sum * (_masked_sums(wl, rows.active, xp) - log_gamma[..., None] * plus_weight)
-    return weights / prices, inv_sum, xp.exp(d)
+def _phi(u: Any, em: Any, bk: Any) -> Any:
+    """``expm1(u) - u >= 0`` without cancellation, given ``em = expm1(-u)``: a 5-term series for
+    ``|u| < 1e-3`` (relative error < 1e-16), else ``-em / (1 + em) - u`` (``expm1(u) = -em / (1 + em)``)."""
+    xp = bk.xp
+    small = xp.abs(u) < 1e-3
+    us = bk.where(small, u, 0.0)
+    series = us * us * (0.5 + us * (1.0 / 6.0 + us * (1.0 / 24.0 + us / 120.0)))
+    return bk.where(small, series, -em / (1.0 + em) - u)
 
 
-def _candidates(reserves: Any, weights: Any, prices: Any, gamma: Any, gm1: Any, ea: Any, inv_sum: Any,
-                dfac: Any, rows: CandidateRows, bk: Any) -> tuple[Any, Any, Any]:
+def _candidates(reserves: Any, weights: Any, log_price_over_weight: Any, prices: Any, gamma: Any, log_gamma: Any,
+                gm1: Any, rows: CandidateRows, bk: Any) -> tuple[Any, Any, Any]:
     """Every candidate trade of one state: (deltas (S, n), profits (S,), valid (S,)); invalid ones are zero.
 
-    ``Delta = M * (K_A dfac ea - R / g)``, ``K_A = exp(inv_sum sum_A w log R)``, ``1 / g = 1 + plus gm1``
-    (``gm1 = 1 / gamma - 1``); validity as in the module docstring; ``profit = -Delta . p``.
+    Cancellation-free form of MATH 2.3. With ``y_i = R_i p_i / (g_i wh_i)`` (USD; equal for all active
+    assets at the candidate's optimum), ``C = exp(sum_A wh_j log y_j)`` and ``u_i = log y_i - log C``:
+
+        Rt_i = R_i exp(-u_i),   Delta_i = (R_i / g_i) expm1(-u_i),
+        profit = -Delta . p = sum_A wh_i y_i - C = C sum_A wh_i (expm1(u_i) - u_i)   (AM - GM >= 0).
+
+    ``u`` is formed from logs of ratios ``y_i / y_r`` (r: the row's first active asset), which are near 1
+    close to equilibrium, so trades and profits keep full relative precision even when they are 1e-6 of
+    the pool (``-Delta . p`` would cancel to the rounding of the legs: 1e-7 of the pool value in float32).
+    Validity as in the module docstring.
     """
     xp = bk.xp
     dt = reserves.dtype
     plus = xp.asarray(rows.plus.astype(np.float64), dtype=dt)
-    wl = weights * xp.log(reserves)
-    if rows.full:
-        scale = xp.exp(_sum_last(wl, xp)) * dfac
+    g_sig = 1.0 + plus * (gamma - 1.0)  # (S, n), exact: gamma - 1 = -f
+    price_over_weight = prices / weights
+    if rows.full:  # every row activates every asset: reference asset 0 for all rows, no masks
+        active = None
+        g_ref = g_sig[:, 0]
+        r_ref, pw_ref = reserves[0], price_over_weight[0]
+        rest = ((reserves[1:] / r_ref) * (price_over_weight[1:] / pw_ref))[None, :] * (g_ref[:, None] / g_sig[:, 1:])
+        log_ratio = xp.concat([xp.zeros_like(g_sig[:, :1]), xp.log(rest)], axis=1)  # log(y_i / y_0)
+        s_a = _sum_last(weights, xp)
+        wh = (weights / s_a)[None, :]
+        mean_log = _sum_last(wh * log_ratio, xp)  # log(C / y_0)
+        u = log_ratio - mean_log[:, None]
+        em = xp.expm1(-u)
+        deltas = reserves[None, :] * em / g_sig
+        scale = r_ref * pw_ref * s_a / g_ref * xp.exp(mean_log)  # C, USD
     else:
-        scale = xp.exp(inv_sum * _masked_sums(wl, rows.active, xp)) * dfac
-    target_over_g = scale[:, None] * ea  # Rt / g, (S, n)
-    deltas = target_over_g - (reserves + plus * (reserves * gm1))
-    if not rows.full:
-        deltas = xp.asarray(rows.active.astype(np.float64), dtype=dt) * deltas
-    # validity of the first n_checked rows (module docstring): R + Delta > 0 and
-    # sum_i w_i log1p(c_i) >= log1p(-tol), c_i = -f |Delta_i| / (R_i + g_i Delta_i) where g'_i != g_i, else 0
-    k = rows.n_checked
-    checked = deltas[:k, ...]
-    positive = reserves + checked > 0.0
-    wrong = bk.where(xp.asarray(rows.plus[:k, ...]), checked < 0.0, checked > 0.0)
-    g_sig = 1.0 + plus[:k, ...] * (gamma - 1.0)
-    c = -(1.0 - gamma) * xp.abs(checked) / (g_sig * target_over_g[:k, ...])
-    c = bk.where(wrong & positive, c, 0.0)
+        ref = np.argmax(rows.active, axis=1)  # first active asset of each row (static)
+        active = xp.asarray(rows.active)
+        g_ref = 1.0 + xp.asarray(rows.plus[np.arange(ref.size), ref].astype(np.float64), dtype=dt) * (gamma - 1.0)
+        r_ref = xp.stack([reserves[int(r)] for r in ref])
+        pw_ref = xp.stack([price_over_weight[int(r)] for r in ref])
+        ratio = ((reserves[None, :] / r_ref[:, None]) * (price_over_weight[None, :] / pw_ref[:, None])
+                 * (g_ref[:, None] / g_sig))
+        log_ratio = bk.where(active, xp.log(bk.where(active, ratio, 1.0)), 0.0)  # log(y_i / y_r), 0 off A
+        masked_w = bk.where(active, weights[None, :], 0.0)
+        s_a = _sum_last(masked_w, xp)  # S_A
+        wh = masked_w / s_a[:, None]
+        mean_log = _sum_last(wh * log_ratio, xp)  # log(C / y_r)
+        u = bk.where(active, log_ratio - mean_log[:, None], 0.0)
+        em = xp.expm1(-u)
+        deltas = bk.where(active, reserves[None, :] * em / g_sig, 0.0)
+        scale = r_ref * pw_ref * s_a / g_ref * xp.exp(mean_log)  # C, USD
+    targets = reserves[None, :] + g_sig * deltas  # Rt = R exp(-u)
+    profits = scale * _sum_last(wh * _phi(u, em, bk), xp)
+    # validity (module docstring): R + Delta > 0 and sum_i w_i log1p(c_i) >= log1p(-tol) with
+    # c_i = -f |Delta_i| / Rt_i where the direction disagrees with sigma, else 0.
+    positive = reserves + deltas > 0.0
+    wrong = bk.where(xp.asarray(rows.plus), deltas < 0.0, deltas > 0.0)
+    if active is None:
+        c = bk.where(wrong & positive, -(1.0 - gamma) * xp.abs(deltas) / targets, 0.0)
+    else:
+        c = -(1.0 - gamma) * xp.abs(deltas) / bk.where(active, targets, 1.0)
+        c = bk.where(wrong & positive & active, c, 0.0)
     log_change = _sum_last(weights * (c - 0.5 * c * c), xp)
     valid = _all_last(positive, xp) & (log_change >= LOG_FLOOR)
-    n_rows = deltas.shape[0]
-    if k < n_rows:
-        valid = xp.concat([valid, xp.ones((n_rows - k,), dtype=xp.bool)], axis=0)
     deltas = bk.where(valid[:, None], deltas, 0.0)
-    profits = -_sum_last(deltas * prices, xp)
+    profits = bk.where(valid, profits, 0.0)
     return deltas, profits, valid
 
 
@@ -271,9 +330,8 @@ def candidate_trades(reserves: Any, weights: Any, prices: Any, gamma: Any, signa
     weights = xp.asarray(weights, dtype=dt)
     gamma = xp.asarray(gamma, dtype=dt)
     rows = CandidateRows.from_signatures(signatures)
-    ea, inv_sum, dfac = candidate_tables(weights, prices, xp.log(weights), xp.log(prices), xp.log(gamma),
-                                         rows, xp)
-    return _candidates(reserves, weights, prices, gamma, 1.0 / gamma - 1.0, ea, inv_sum, dfac, rows, bk)
+    lpw = xp.log(prices) - xp.log(weights)
+    return _candidates(reserves, weights, lpw, prices, gamma, xp.log(gamma), 1.0 / gamma - 1.0, rows, bk)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -295,39 +353,40 @@ def _select(profits: Any, selectable: Any, smooth: bool, smoothing: Any, bk: Any
     return soft + bk.stop_gradient(hard - soft)
 
 
-def _gate(profit: Any, trade: Any, prices: Any, gas: Any, arb_fee: Any, smooth: bool, smoothing: Any,
-          bk: Any) -> Any:
-    """Exact: ``1[profit - gas >= 0.5 arb_fee sum|Delta| p]``; smooth: ``sigmoid((profit - gas - cost) / tau)``.
-
+def _gate(profit: Any, trade: Any, prices: Any, gas: Any, arb_fee: Any, smoothing: Any, bk: Any) -> Any:
+    """Smooth mode's gate ``sigmoid((profit - gas - cost) / tau)``, ``cost = 0.5 arb_fee sum_i sabs(Delta_i p_i)``;
+    exact mode (``smoothing`` None): the condition ``profit - gas >= 0.5 arb_fee sum_i |Delta_i| p_i``.
     ``gas`` / ``arb_fee`` None: statically zero (the term is left out).
     """
     xp = bk.xp
     margin = profit if gas is None else profit - gas
     if arb_fee is not None:
         value = trade * prices
-        if smooth:
+        if smoothing is not None:
             eps = smoothing.abs_epsilon
             margin = margin - 0.5 * arb_fee * _sum_last(xp.sqrt(value * value + eps * eps), xp)
         else:
             margin = margin - 0.5 * arb_fee * _sum_last(xp.abs(value), xp)
-    if smooth:
+    if smoothing is not None:
         return bk.sigmoid(margin / smoothing.gate_temperature)
-    return bk.where(margin >= 0.0, 1.0, 0.0)
+    return margin >= 0.0
 
 
-def _phase(reserves: Any, weights: Any, ea: Any, inv_sum: Any, dfac: Any, shared: tuple, rows: CandidateRows,
-           smooth: bool, smoothing: Any, bk: Any) -> tuple[Any, Any, Any]:
-    """One arbitrage phase: candidates, selection, gate, update. Returns (reserves, executed trade, fee USD)."""
+def _phase(reserves: Any, weights: Any, log_price_over_weight: Any, shared: tuple, rows: CandidateRows,
+           smooth: bool, smoothing: Any, bk: Any) -> tuple[Any, Any]:
+    """One arbitrage phase: candidates, selection, gate, update. Returns (reserves, executed trade)."""
     xp = bk.xp
-    prices, gamma, gm1, gas, arb_fee, selectable = shared
-    deltas, profits, _ = _candidates(reserves, weights, prices, gamma, gm1, ea, inv_sum, dfac, rows, bk)
+    prices, gamma, log_gamma, gm1, gas, arb_fee, selectable = shared
+    deltas, profits, _ = _candidates(reserves, weights, log_price_over_weight, prices, gamma, log_gamma, gm1,
+                                     rows, bk)
     q = _select(profits, selectable, smooth, smoothing, bk)
     trade = _sum_first(q[:, None] * deltas, xp)
-    profit = -_sum_last(trade * prices, xp)
-    gate = _gate(profit, trade, prices, gas, arb_fee, smooth, smoothing, bk)
-    executed = gate * trade
-    fee = (1.0 - gamma) * _sum_last(xp.maximum(executed, 0.0) * prices, xp)
-    return reserves + executed, executed, fee
+    profit = _sum_last(q * profits, xp)  # = -trade . p, without its cancellation
+    if smooth:
+        executed = _gate(profit, trade, prices, gas, arb_fee, smoothing, bk) * trade
+    else:
+        executed = bk.where(_gate(profit, trade, prices, gas, arb_fee, None, bk), trade, 0.0)
+    return reserves + executed, executed
 
 
 def _as_rows(x: Any, n_rows: int, dtype: Any, xp: Any) -> Any:
@@ -379,8 +438,12 @@ def fee_reserves(r0: Any, weights: Any, prices: Any, fee: Any, gas: Any, arb_fee
     has_zero_fee = static_fee is None or bool(np.any(np.broadcast_to(static_fee, (n_rows,))[1:] == 0.0))
     has_gas = static_gas is None or bool(np.any(static_gas != 0.0))
     has_cost = static_arb is None or bool(np.any(static_arb != 0.0))
+    # When every signature activates every asset (n = 2), each candidate at gamma = 1 is the zero-fee trade
+    # itself, bit for bit (log(gamma) = 0 and 1 / gamma - 1 = 0 remove every signature-specific term), so
+    # the extra row is only needed otherwise.
+    has_zero_fee = has_zero_fee and not bool(np.all(np.asarray(signatures) != 0))
     rows = CandidateRows.from_signatures(signatures, zero_fee_row=has_zero_fee)
-    is_zero_fee_row = xp.asarray(np.arange(rows.active.shape[0]) == rows.n_checked)
+    is_zero_fee_row = xp.asarray(np.arange(rows.active.shape[0]) == rows.n_fee_rows)
 
     # everything that does not depend on the reserves, for all minutes at once; a rate that is the same
     # at every minute (and known while tracing) stays a scalar
@@ -392,8 +455,8 @@ def fee_reserves(r0: Any, weights: Any, prices: Any, fee: Any, gas: Any, arb_fee
 
     fee, fee_varies = _per_step(fee, static_fee, n_rows, dt, xp)
     gamma = 1.0 - fee
-    log_gamma = xp.log(gamma)
     add("g", gamma, fee_varies)
+    add("lg", xp.log(gamma), fee_varies)
     add("gm1", 1.0 / gamma - 1.0, fee_varies)
     if has_zero_fee:
         add("zf", fee == 0.0, fee_varies)
@@ -401,37 +464,37 @@ def fee_reserves(r0: Any, weights: Any, prices: Any, fee: Any, gas: Any, arb_fee
         add("gas", *_per_step(gas, static_gas, n_rows, dt, xp))
     if has_cost:
         add("arb", *_per_step(arb_fee, static_arb, n_rows, dt, xp))
-    p_now = prices[1:, ...]
-    log_p = xp.log(p_now)
-    log_w = xp.log(weights)
-    w_prev, w_new = weights[:-1, ...], weights[1:, ...]
-    ea_a, inv_a, dfac_a = candidate_tables(w_prev, p_now, log_w[:-1, ...], log_p, log_gamma, rows, xp)
-    ea_b, inv_b, dfac_b = candidate_tables(w_new, p_now, log_w[1:, ...], log_p, log_gamma, rows, xp)
-    table.update(wa=w_prev, eaa=ea_a, dfa=dfac_a, wb=w_new, eab=ea_b, dfb=dfac_b, p=p_now)
-    if not rows.full:
-        table.update(ia=inv_a, ib=inv_b)
+    table.update(w=weights[1:, ...], p=prices[1:, ...])
     names = tuple(table)
 
-    def step(r, x):
+    def step(carry, x):
+        r, w_prev, lw_prev = carry
         x = {**consts, **dict(zip(names, x))}
+        lp, lw = xp.log(x["p"]), xp.log(x["w"])
         selectable = bk.where(x["zf"], is_zero_fee_row, ~is_zero_fee_row) if has_zero_fee else None
-        shared = (x["p"], x["g"], x["gm1"], x.get("gas"), x.get("arb"), selectable)
-        r_a, t_a, f_a = _phase(r, x["wa"], x["eaa"], x.get("ia"), x["dfa"], shared, rows, smooth, smoothing, bk)
-        r_b, t_b, f_b = _phase(r_a, x["wb"], x["eab"], x.get("ib"), x["dfb"], shared, rows, smooth, smoothing, bk)
-        return r_b, (r_b, t_a + t_b, f_a + f_b)
+        shared = (x["p"], x["g"], x["lg"], x["gm1"], x.get("gas"), x.get("arb"), selectable)
+        r_a, t_a = _phase(r, w_prev, lp - lw_prev, shared, rows, smooth, smoothing, bk)
+        r_b, t_b = _phase(r_a, x["w"], lp - lw, shared, rows, smooth, smoothing, bk)
+        # fees: f * sum_i max(Delta_i, 0) p_i of each phase's executed trade
+        inflow = xp.maximum(t_a, 0.0) + xp.maximum(t_b, 0.0)
+        fee = (1.0 - x["g"]) * _sum_last(inflow * x["p"], xp)
+        return (r_b, x["w"], lw), (r_b, fee)
 
     xs = tuple(table[k] for k in names)
+    carry = (r0, weights[0, ...], xp.log(weights[0, ...]))
     if checkpoint_every is None:
-        _, (res, trades, fees) = bk.scan(step, r0, xs)
+        _, (res, fees) = bk.scan(step, carry, xs)
     else:
-        _, (res, trades, fees) = bk.scan(step, r0, xs, checkpoint_every=checkpoint_every)
+        _, (res, fees) = bk.scan(step, carry, xs, checkpoint_every=checkpoint_every)
     reserves = xp.concat([r0[None, :], res], axis=0)
-    trades = xp.concat([xp.zeros_like(r0)[None, :], trades], axis=0)
+    # the executed trades of both phases are the reserve changes (up to rounding of the reserves), taken
+    # after the scan so that the loop writes fewer outputs
+    trades = reserves - xp.concat([r0[None, :], reserves[:-1, ...]], axis=0)
     fees = xp.concat([xp.zeros_like(r0[:1]), fees], axis=0)
     return reserves, trades, fees
 
 
 __all__ = [
     "SIGNATURE_KINDS", "INVARIANT_TOLERANCE", "signature_matrix", "initial_reserves", "log_rebalancing_ratios",
-    "zero_fee_reserves", "CandidateRows", "candidate_tables", "candidate_trades", "fee_reserves",
+    "zero_fee_reserves", "CandidateRows", "candidate_trades", "fee_reserves",
 ]

@@ -1,0 +1,257 @@
+"""Torch primitives for :mod:`tfmm.core` (DESIGN.md section 3), eager mode, with JAX's semantics.
+
+Every primitive behaves like its counterpart in :mod:`tfmm.backends.jax.backend`, so the core runs
+unchanged and the two backends agree to rounding. Decisions:
+
+- ``scan`` is a Python loop over the leading axis of ``xs`` (a pytree of tensors). Each leaf is unbound
+  once (``unbind(0)``): indexing ``x[t]`` inside the loop would make the backward pass O(T^2), because each
+  index op's gradient is a full-size scatter. ``checkpoint_every`` is accepted and ignored (eager autograd
+  keeps every step's intermediates: memory O(T)); rematerialisation belongs with the compiled path.
+- ``associative_scan`` is the Hillis-Steele doubling scan: ``ceil(log2 n)`` rounds of tensor ops, each
+  combining element ``i`` with element ``i - 2^k``. It does O(n log n) work, but in eager torch the number
+  of op launches, not the work, is the cost. The association order differs from ``lax.associative_scan``,
+  so results agree to rounding, not bit for bit.
+- ``argmax`` returns the first maximum, like ``jnp.argmax``. ``torch.argmax`` documents the same rule;
+  the tests check it, as they check that NaN counts as the maximum in both.
+- ``one_hot`` is ``index[..., None] == arange(n)``, as in ``jax.nn.one_hot``: an index outside
+  ``[0, n)`` gives a row of zeros (``torch.nn.functional.one_hot`` raises instead, and returns int64).
+- ``dynamic_slice`` wraps a negative ``start`` once and clamps it to ``[0, dim - size]``, like
+  ``lax.dynamic_slice_in_dim``, and gathers
+  ``start + arange(size)`` with ``index_select``, so a tensor ``start`` works under ``torch.func.vmap``
+  (``torch.narrow`` would need ``int(start)``, which a batched tensor cannot give).
+- ``where`` with two Python scalars gives float64 (torch would give its default dtype, float32, while
+  JAX with x64 gives float64); otherwise torch's type promotion applies, which keeps a float32 tensor
+  float32 against a Python float, as JAX's weak types do.
+- ``jit`` returns the function unchanged: this backend is eager. ``torch.compile`` is a later step.
+- ``vmap`` is ``torch.func.vmap`` with ``in_dims=in_axes``; ``scan``'s Python loop, ``where``,
+  ``argmax``, ``one_hot`` and ``dynamic_slice`` all run under it (the tests check batched against looped).
+- ``value_and_grad`` differentiates with respect to the first argument (a pytree of float tensors) with
+  ``torch.autograd.grad`` on detached leaf copies, and returns JAX's structure: ``(value, grads)`` or
+  ``((value, aux), grads)``; value and aux come back detached. A leaf the value does not depend on gets a
+  zero gradient (JAX's behaviour), not None.
+- CPU only: the core creates constant arrays with ``xp.asarray`` and no device, so tensors live on the CPU.
+- Making the backend calls ``torch.set_num_threads(1)``: the simulation is a long chain of small ops, and
+  on a 2-core machine shared with other work two threads turned a 1 s run into 39 s. This is a
+  process-wide torch setting; pass ``num_threads=None`` to :class:`TorchBackend` to leave it alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import array_api_compat
+import numpy as np
+import torch
+import torch.utils._pytree as pytree
+
+_DTYPES = {
+    "float64": torch.float64, "float32": torch.float32, "int64": torch.int64, "int32": torch.int32,
+    "bool": torch.bool,
+}
+
+
+def torch_dtype(dtype: Any) -> torch.dtype:
+    """A torch dtype from a torch dtype, a numpy dtype or a name such as ``"float64"``."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = np.dtype(dtype).name
+    if name not in _DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not supported: allowed one of {', '.join(_DTYPES)}")
+    return _DTYPES[name]
+
+
+def _is_float_tensor(x: Any) -> bool:
+    return isinstance(x, torch.Tensor) and x.is_floating_point()
+
+
+class TorchBackend:
+    """Machinery only: namespace, control flow, autodiff and conversion; no simulation math."""
+
+    name = "torch"
+    xp = array_api_compat.array_namespace(torch.empty(0))
+
+    def __init__(self, num_threads: int | None = 1) -> None:
+        if num_threads is not None:
+            torch.set_num_threads(int(num_threads))
+
+    # -- conversion ------------------------------------------------------------------------------------
+    def asarray(self, x: Any, dtype: Any = "float64") -> torch.Tensor:
+        """A CPU tensor of ``dtype`` (a copy: later changes to a numpy ``x`` do not reach it)."""
+        dt = torch_dtype(dtype)
+        if isinstance(x, torch.Tensor):
+            return x.to(dtype=dt)
+        return torch.as_tensor(np.array(x, dtype=np.dtype(str(dt).removeprefix("torch."))))
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        if isinstance(x, torch.Tensor):
+            return x.detach().cpu().numpy()
+        return np.asarray(x)
+
+    # -- control flow ----------------------------------------------------------------------------------
+    def scan(self, step: Callable, carry: Any, xs: Any, checkpoint_every: int | None = None) -> tuple[Any, Any]:
+        """``lax.scan`` in eager torch: ``carry, y_t = step(carry, x_t)`` for t along the leading axis of
+        ``xs``; returns ``(carry, ys)`` with the ``y_t`` stacked on a new leading axis.
+        ``checkpoint_every`` is ignored (no rematerialisation in eager mode)."""
+        leaves, spec = pytree.tree_flatten(xs)
+        if not leaves:
+            raise ValueError("scan needs xs with at least one array (the length comes from its leading axis)")
+        length = leaves[0].shape[0]
+        if any(leaf.shape[0] != length for leaf in leaves):
+            raise ValueError(f"scan: xs leaves differ in length: {[tuple(leaf.shape) for leaf in leaves]}")
+        if length == 0:
+            return self._empty_scan(step, carry, leaves, spec)
+        columns = [leaf.unbind(0) for leaf in leaves]
+        ys: list[Any] = []
+        for t in range(length):
+            carry, y = step(carry, pytree.tree_unflatten([c[t] for c in columns], spec))
+            ys.append(y)
+        y_leaves = [pytree.tree_flatten(y)[0] for y in ys]
+        y_spec = pytree.tree_flatten(ys[0])[1]
+        stacked = [torch.stack([row[i] for row in y_leaves], dim=0) for i in range(len(y_leaves[0]))]
+        return carry, pytree.tree_unflatten(stacked, y_spec)
+
+    @staticmethod
+    def _empty_scan(step: Callable, carry: Any, leaves: list, spec: Any) -> tuple[Any, Any]:
+        """Zero steps: the carry unchanged and empty ys of the shapes one step would give."""
+        probe = pytree.tree_unflatten([leaf.new_zeros(leaf.shape[1:]) for leaf in leaves], spec)
+        with torch.no_grad():
+            _, y = step(carry, probe)
+        y_leaves, y_spec = pytree.tree_flatten(y)
+        return carry, pytree.tree_unflatten([leaf.new_empty((0,) + tuple(leaf.shape)) for leaf in y_leaves], y_spec)
+
+    def associative_scan(self, fn: Callable, elems: Any, axis: int = 0) -> Any:
+        """Inclusive scan of the associative ``fn`` (earlier element first) along ``axis`` (Hillis-Steele)."""
+        leaves, spec = pytree.tree_flatten(elems)
+        length = leaves[0].shape[axis]
+        offset = 1
+        while offset < length:
+            early = pytree.tree_unflatten([leaf.narrow(axis, 0, length - offset) for leaf in leaves], spec)
+            late = pytree.tree_unflatten([leaf.narrow(axis, offset, length - offset) for leaf in leaves], spec)
+            combined = pytree.tree_flatten(fn(early, late))[0]
+            leaves = [torch.cat([leaf.narrow(axis, 0, offset), c], dim=axis) for leaf, c in zip(leaves, combined)]
+            offset *= 2
+        return pytree.tree_unflatten(leaves, spec)
+
+    # -- element-wise primitives ---------------------------------------------------------------------------
+    def stop_gradient(self, x: Any) -> Any:
+        return pytree.tree_map(lambda a: a.detach() if isinstance(a, torch.Tensor) else a, x)
+
+    def where(self, cond: Any, x: Any, y: Any) -> Any:
+        """Element-wise select. Callers keep both branches finite (the double-where idiom), so the
+        gradient of the unselected branch is an exact zero, never NaN."""
+        if not isinstance(cond, torch.Tensor):
+            cond = torch.as_tensor(np.asarray(cond, dtype=bool))
+        if not isinstance(x, torch.Tensor) and not isinstance(y, torch.Tensor):
+            dt = torch.float64 if isinstance(x, float) or isinstance(y, float) else None
+            x, y = torch.as_tensor(x, dtype=dt), torch.as_tensor(y, dtype=dt)
+        return torch.where(cond, x, y)
+
+    def one_hot(self, index: Any, n: int, dtype: Any) -> torch.Tensor:
+        """``(..., n)``: 1 at ``index``, 0 elsewhere; a row of zeros for an index outside ``[0, n)``."""
+        index = torch.as_tensor(index)
+        classes = torch.arange(n, device=index.device)
+        return (index[..., None] == classes).to(torch_dtype(dtype))
+
+    def softmax(self, x: Any, axis: int = -1) -> torch.Tensor:
+        return torch.softmax(x, dim=axis)
+
+    def sigmoid(self, x: Any) -> torch.Tensor:
+        return torch.sigmoid(x)
+
+    def logsumexp(self, x: Any, axis: int = -1) -> torch.Tensor:
+        return torch.logsumexp(x, dim=axis)
+
+    def cumsum(self, x: Any, axis: int = 0) -> torch.Tensor:
+        return torch.cumsum(x, dim=axis)
+
+    def argmax(self, x: Any, axis: int = -1) -> torch.Tensor:
+        """Index of the first maximum (ties go to the lowest index; NaN counts as the maximum)."""
+        return torch.argmax(x, dim=axis)
+
+    def dynamic_slice(self, x: Any, start: Any, size: int, axis: int = 0) -> torch.Tensor:
+        """``x`` restricted to ``start .. start + size - 1`` along ``axis``. As in ``lax.dynamic_slice_in_dim``,
+        a negative ``start`` (int or integer 0-d tensor) counts once from the end (``start + dim``), then
+        ``start`` is clamped to ``[0, dim - size]``."""
+        dim = x.shape[axis]
+        if size > dim:
+            raise ValueError(f"dynamic_slice: size={size} exceeds the axis length {dim}")
+        if isinstance(start, (int, np.integer)):
+            start = int(start) + dim if start < 0 else int(start)
+            return x.narrow(axis, min(max(start, 0), dim - size), size)
+        start = torch.as_tensor(start).to(torch.int64)
+        start = torch.where(start < 0, start + dim, start).clamp(0, dim - size)
+        return torch.index_select(x, axis, start + torch.arange(size, device=x.device))
+
+    # -- transformations -------------------------------------------------------------------------------------
+    def jit(self, fn: Callable, **kwargs: Any) -> Callable:
+        """Eager backend: ``fn`` unchanged (``torch.compile`` is not used yet)."""
+        return fn
+
+    def vmap(self, fn: Callable, in_axes: Any = 0) -> Callable:
+        return torch.func.vmap(fn, in_dims=in_axes)
+
+    def value_and_grad(self, fn: Callable, has_aux: bool = False) -> Callable:
+        """Like ``jax.value_and_grad(fn, has_aux)``: the gradient of the scalar ``fn(params, *args)`` with
+        respect to ``params`` (a pytree of float tensors), in ``params``' structure."""
+
+        def wrapped(params: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            leaves, spec = pytree.tree_flatten(params)
+            for leaf in leaves:
+                if not _is_float_tensor(leaf):
+                    raise TypeError(f"value_and_grad: params leaves must be float tensors, got {leaf!r}")
+            leaves = [leaf.detach().clone().requires_grad_(True) for leaf in leaves]
+            with torch.enable_grad():
+                out = fn(pytree.tree_unflatten(leaves, spec), *args, **kwargs)
+                value, aux = out if has_aux else (out, None)
+                if not isinstance(value, torch.Tensor) or value.ndim != 0 or not value.is_floating_point():
+                    raise TypeError(f"value_and_grad needs a real scalar output, got {value!r}")
+                grads = torch.autograd.grad(value, leaves, allow_unused=True) if value.requires_grad \
+                    else [None] * len(leaves)
+            grads = [torch.zeros_like(leaf) if g is None else g for g, leaf in zip(grads, leaves)]
+            grads = [g.detach() for g in grads]
+            value = value.detach()
+            tree = pytree.tree_unflatten(grads, spec)
+            if has_aux:
+                return (value, self.stop_gradient(aux)), tree
+            return value, tree
+
+        return wrapped
+
+    def grad(self, fn: Callable, has_aux: bool = False) -> Callable:
+        """Like ``jax.grad``: grads, or ``(grads, aux)`` with ``has_aux``."""
+        vg = self.value_and_grad(fn, has_aux=has_aux)
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            out, grads = vg(*args, **kwargs)
+            return (grads, out[1]) if has_aux else grads
+
+        return wrapped
+
+    # -- simulation entry points (the shared engine over these primitives) --------------------------
+    @property
+    def engine(self):
+        if getattr(self, "_engine", None) is None:
+            from tfmm.engine import ArrayEngine
+
+            self._engine = ArrayEngine(self)
+        return self._engine
+
+    def simulate(self, request):
+        return self.engine.simulate(request)
+
+    def value_and_grad_objective(self, request, objective: str):
+        return self.engine.value_and_grad(request, objective)
+
+    def metrics(self, sim):
+        return self.engine.metrics(sim)
+
+    def __repr__(self) -> str:
+        return f"TorchBackend(torch={torch.__version__}, threads={torch.get_num_threads()})"
+
+
+def make_backend() -> TorchBackend:
+    """The torch backend (sets ``torch.set_num_threads(1)``, see the module docstring)."""
+    return TorchBackend()
+
+
+__all__ = ["TorchBackend", "make_backend", "torch_dtype"]
