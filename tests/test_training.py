@@ -121,17 +121,19 @@ def test_forced_nan_stops_with_report():
 
 def test_skip_policy_recovers_with_reset_state():
     prices, pool, strategy = _small_setup()
-    # Set 1 starts with k = 2^2000 = inf: every step of it is non-finite and must be skipped, with its
-    # optimizer state reset, while set 0 trains normally.
+    # Set 1 starts with k = 2^2000 = inf: its weights saturate at the guardrails, so its objective is finite
+    # but its gradient is not; every step of it must be skipped, with its optimizer state reset, while set 0
+    # trains normally.
     params = {k: np.stack([v, v]) for k, v in strategy.params.items()}
     params["log_k"][1] = 2000.0
     cfg = _cfg(n_sets=2, nan_policy="skip", n_iterations=4)
     result = tfmm.train(prices, strategy.with_params(params), pool, cfg, progress=False)
     hist = result.history
     assert (hist["skipped_sets"] == 1).all()
-    assert np.isfinite(hist["objective_set0"]).all() and not np.isfinite(hist["objective_set1"]).any()
+    assert np.isfinite(hist["objective_set0"]).all() and np.isfinite(hist["grad_norm_set0"]).all()
+    assert not np.isfinite(hist["grad_norm_set1"]).any()
     assert result.extras["updates_applied"].tolist() == [4, 0]
-    assert result.best_set == 0 and np.isfinite(result.test["daily_log_sharpe"])
+    assert np.isfinite(result.test["daily_log_sharpe"])
     # the skipped set's parameters were never moved by a non-finite update
     assert result.strategies_per_set[1].params["log_k"][0] == 2000.0
 

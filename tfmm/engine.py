@@ -181,5 +181,25 @@ class ArrayEngine:
         return result
 
 
+class EngineBackend:
+    """Mixin for array backends: simulate / value_and_grad_objective / metrics through one shared
+    :class:`ArrayEngine` over the backend's own primitives."""
+
+    @property
+    def engine(self) -> ArrayEngine:
+        if getattr(self, "_engine", None) is None:
+            self._engine = ArrayEngine(self)
+        return self._engine
+
+    def simulate(self, request: SimulationRequest) -> Simulation:
+        return self.engine.simulate(request)
+
+    def value_and_grad_objective(self, request: SimulationRequest, objective: str) -> tuple[Any, dict[str, Any]]:
+        return self.engine.value_and_grad(request, objective)
+
+    def metrics(self, sim: Simulation) -> dict[str, Any]:
+        return self.engine.metrics(sim)
+
+
 def param_names(strategy_name: str) -> tuple[str, ...]:
     return STRATEGY_PARAMETERS[strategy_name]

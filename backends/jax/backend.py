@@ -22,7 +22,10 @@ import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
 
-class JaxBackend:
+from tfmm.engine import EngineBackend  # noqa: E402
+
+
+class JaxBackend(EngineBackend):
     """Machinery only: namespace, control flow, autodiff and conversion; no simulation math."""
 
     name = "jax"
@@ -103,24 +106,6 @@ class JaxBackend:
 
     def grad(self, fn: Callable, has_aux: bool = False) -> Callable:
         return jax.grad(fn, has_aux=has_aux)
-
-    # -- simulation entry points (the shared engine over these primitives) --------------------------
-    @property
-    def engine(self):
-        if getattr(self, "_engine", None) is None:
-            from tfmm.engine import ArrayEngine
-
-            self._engine = ArrayEngine(self)
-        return self._engine
-
-    def simulate(self, request):
-        return self.engine.simulate(request)
-
-    def value_and_grad_objective(self, request, objective: str):
-        return self.engine.value_and_grad(request, objective)
-
-    def metrics(self, sim):
-        return self.engine.metrics(sim)
 
     def make_trainer(self, request, config):
         from tfmm.backends.jax.optim import make_trainer

@@ -64,7 +64,10 @@ def _is_float_tensor(x: Any) -> bool:
     return isinstance(x, torch.Tensor) and x.is_floating_point()
 
 
-class TorchBackend:
+from tfmm.engine import EngineBackend  # noqa: E402
+
+
+class TorchBackend(EngineBackend):
     """Machinery only: namespace, control flow, autodiff and conversion; no simulation math."""
 
     name = "torch"
@@ -226,24 +229,6 @@ class TorchBackend:
             return (grads, out[1]) if has_aux else grads
 
         return wrapped
-
-    # -- simulation entry points (the shared engine over these primitives) --------------------------
-    @property
-    def engine(self):
-        if getattr(self, "_engine", None) is None:
-            from tfmm.engine import ArrayEngine
-
-            self._engine = ArrayEngine(self)
-        return self._engine
-
-    def simulate(self, request):
-        return self.engine.simulate(request)
-
-    def value_and_grad_objective(self, request, objective: str):
-        return self.engine.value_and_grad(request, objective)
-
-    def metrics(self, sim):
-        return self.engine.metrics(sim)
 
     def __repr__(self) -> str:
         return f"TorchBackend(torch={torch.__version__}, threads={torch.get_num_threads()})"

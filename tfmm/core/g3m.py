@@ -5,20 +5,22 @@ Written once against the Array API (``bk.xp``) plus the backend primitives (``bk
 same code runs under JAX and torch, inside ``jit`` and ``vmap``. Units: reserves in tokens, prices in USD per
 token; profits, gas, costs and fees in USD; fee rates dimensionless.
 
-Candidate trades (MATH 2.3) in the form evaluated here. For a signature ``sigma`` with active set ``A``
-(mask ``M_i = |sigma_i|``), ``S_A = sum_{j in A} w_j``, ``g_i = gamma`` where ``sigma_i = +1`` (else 1) and
-``lpw = log p - log w``:
+Candidate trades (MATH 2.3) in the form evaluated here. For a signature ``sigma`` with active set ``A``,
+``S_A = sum_{j in A} w_j``, ``wh = w / S_A``, ``g_i = gamma`` where ``sigma_i = +1`` (else 1):
 
-    e     = (sum_{j in A} w_j (log R_j + lpw_j) - log(gamma) sum_{j: sigma_j = +1} w_j) / S_A
-    Rt_i / g_i = exp(e) * w_i / p_i
-    Delta_i = M_i * (Rt_i / g_i - R_i / g_i)
+    y_i = R_i p_i / (g_i wh_i)        (USD; all equal at the candidate's optimum)
+    C   = exp(sum_A wh_j log y_j),    u_i = log y_i - log C
+    Rt_i = R_i exp(-u_i),   Delta_i = (R_i / g_i) expm1(-u_i),
+    profit = -Delta . p = sum_A wh_i y_i - C = C sum_A wh_i (expm1(u_i) - u_i)   (weighted AM - GM >= 0)
 
 which is MATH's ``Rt_i = K_A (wh_i g_i / p_i) exp(sum_A wh_j log(p_j / (g_j wh_j)))``,
-``Delta_i = (Rt_i - R_i) / g_i`` rearranged (``g_i`` cancels in the first term). Everything signature-specific
-is a static mask; the scan body computes ``log R``, ``log p_t``, ``log w_t`` (``log w_{t-1}`` is carried), one
-``exp`` per candidate, the trades, validity, profits, selection and the gate. (Tables of ``log p - log w``
-or ``exp(d)`` for all minutes before the scan were measured slower on XLA:CPU: for one year they are
-tens of MB of fresh memory per call, and the page faults cost more than the logarithms they save.)
+``Delta_i = (Rt_i - R_i) / g_i`` rearranged. ``u`` comes from logs of the ratios ``y_i / y_r`` (``r`` the
+row's first active asset), which are close to 1 near equilibrium. **[fix]** Computing ``Rt - R`` and
+``-Delta . p`` directly cancels: a trade of 1e-4 of the pool has a profit of ~1e-8 of the pool, below the
+rounding of its legs in float32 (~1e-7), so the gate executed rounding noise and a 30-day float32 run drifted
+0.7% from float64. This form keeps float32 within ~1e-5 of float64 (tests/test_jax_backend.py) at a cost of
+1.5-2x in the scan body (bench/README.md). The scan body computes the ratios, ``S x n`` logs and ``expm1``s,
+validity, profits, selection and the gate; weights and prices enter per minute.
 
 Decisions where MATH.md is silent, or where this module picks a formulation:
 

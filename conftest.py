@@ -1,4 +1,4 @@
-"""Shared test configuration: hypothesis profiles and paths to the shared price data."""
+"""Test configuration shared by tests/ and parity_tests/: hypothesis profiles, the shared price data."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ settings.register_profile("dev", max_examples=40, deadline=None, suppress_health
 settings.register_profile("thorough", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
