@@ -25,7 +25,8 @@ test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest tests parity_tests
 
 bench: $(VENV)/.installed-all
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/bench_jax.py
+	$(BIN)/python bench/bench_reference.py
 
 clean-venv:
 	rm -rf $(VENV)

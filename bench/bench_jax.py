@@ -66,12 +66,16 @@ def main(argv: list[str] | None = None) -> int:
                                                  objective="daily_log_sharpe", mode="smooth", dtype=args.dtype))
         c_fwd, t_fwd = _timed(fwd, args.repeats)
         c_grad, t_grad = _timed(grad, args.repeats)
+        import resource
+
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         rows.append({"case": label, "minutes": length - 1, "forward_s": t_fwd, "forward_grad_s": t_grad,
+                     "peak_rss_mb_so_far": peak_mb,
                      "first_forward_s": c_fwd, "first_forward_grad_s": c_grad,
                      "forward_pool_minutes_per_s": (length - 1) / t_fwd,
                      "forward_grad_pool_minutes_per_s": (length - 1) / t_grad})
         print(f"{label}: forward {t_fwd * 1e3:.1f} ms, forward+grad {t_grad * 1e3:.1f} ms "
-              f"(first calls {c_fwd:.1f} s / {c_grad:.1f} s)")
+              f"(first calls {c_fwd:.1f} s / {c_grad:.1f} s; peak RSS so far {peak_mb:.0f} MB)")
 
     batch_rows = []
     bout = 30 * DAY
