@@ -34,7 +34,7 @@ def phase_margins(reserves: Any, weights_prev: Any, weights: Any, prices: Any, f
     margins (best minus second-best valid profit, +inf with fewer than two valid candidates) and whether the
     phase had a non-zero valid candidate, each of shape (2,) for (Phase A, Phase B).
     """
-    from tfmm.core.g3m import candidate_trades
+    from tfmm.core.g3m import candidate_trades, gate_margin, selection_weights
 
     xp = bk.xp
     gamma = 1.0 - fee
@@ -42,14 +42,11 @@ def phase_margins(reserves: Any, weights_prev: Any, weights: Any, prices: Any, f
     r = reserves
     for w in (weights_prev, weights):
         deltas, profits, valid = candidate_trades(r, w, prices, gamma, signatures, bk)
-        score = bk.where(valid, profits, -xp.inf)
-        best_idx = bk.argmax(score, axis=-1)
-        onehot = bk.one_hot(best_idx, profits.shape[-1], profits.dtype)
-        best = xp.sum(onehot * bk.where(valid, profits, 0.0))
-        second = xp.max(bk.where(onehot > 0, -xp.inf, score))
+        onehot = selection_weights(profits, valid, False, None, bk)  # exact: first maximum among valid
+        best = xp.sum(onehot * profits)
+        second = xp.max(bk.where((onehot > 0) | ~valid, -xp.inf, profits))
         trade = onehot @ deltas
-        cost = 0.5 * arb_fee * xp.sum(xp.abs(trade) * prices)
-        margin = best - gas - cost
+        margin = gate_margin(best, trade, prices, gas, arb_fee, None, bk)
         executed = xp.any(valid) & (margin >= 0)
         out["gate"].append(margin)
         out["selection"].append(best - second)

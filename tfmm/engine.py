@@ -16,7 +16,6 @@ from tfmm.api import Simulation, SimulationRequest
 from tfmm.core import g3m
 from tfmm.core.objectives import all_objectives, objective as objective_fn
 from tfmm.core.simulate import BoutConfig, rule_outputs_for, simulate_bout
-from tfmm.specs import STRATEGY_PARAMETERS
 
 
 def bout_config(request: SimulationRequest, checkpoint_every: int | None = 4096) -> BoutConfig:
@@ -167,10 +166,9 @@ class ArrayEngine:
         lead = values.shape[:-1]
         n = sim_np.reserves.shape[-1]
         t = values.shape[-1]
-        prices = np.broadcast_to(sim_np.prices, lead + (t, n)) if sim_np.prices.ndim < values.ndim + 1 else sim_np.prices
         flat_v = values.reshape(-1, t)
         flat_r0 = sim_np.reserves[..., 0, :].reshape(-1, n)
-        flat_p = np.broadcast_to(prices, lead + (t, n)).reshape(-1, t, n)
+        flat_p = np.broadcast_to(sim_np.prices, lead + (t, n)).reshape(-1, t, n)  # prices shared by sets
         dt = "float32" if values.dtype == np.float32 else "float64"
         fn = self._compiled(("metrics", t, n, dt), lambda: bk.jit(bk.vmap(lambda v, r, p: all_objectives(v, r, p, bk))))
         out = fn(bk.asarray(flat_v, dt), bk.asarray(flat_r0, dt), bk.asarray(flat_p, dt))
@@ -200,6 +198,3 @@ class EngineBackend:
     def metrics(self, sim: Simulation) -> dict[str, Any]:
         return self.engine.metrics(sim)
 
-
-def param_names(strategy_name: str) -> tuple[str, ...]:
-    return STRATEGY_PARAMETERS[strategy_name]

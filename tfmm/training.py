@@ -184,11 +184,11 @@ def initial_param_sets(strategy: Strategy, n_sets: int, seed: int, noise: float)
 # --- the loop -------------------------------------------------------------------------------------
 
 def _exact_metrics(prices: Prices, strategy: Strategy, pool: Pool, period: tuple[int, int], dtype: str):
-    start, stop = period
-    sim = simulate(prices, strategy, pool, start=start, length=stop - start + 1, mode="exact", dtype=dtype)
+    """Exact-mode metrics of one bout covering the rows [start, stop) of ``period`` (per set when batched)."""
     from tfmm.api import metrics
 
-    return metrics(sim)
+    start, stop = period
+    return metrics(simulate(prices, strategy, pool, start=start, length=stop - start + 1, mode="exact", dtype=dtype))
 
 
 def _localise_nonfinite(prices, strategy, pool, config, starts, set_index, params_np, stats) -> dict[str, Any]:
@@ -411,14 +411,9 @@ def _boundary_row(prices, strategy, pool, config, start, params_np) -> dict[str,
 
 def _validate_sets(prices, strategy, pool, config, periods, params_np) -> np.ndarray:
     """Exact-mode validation objective of every parameter set (one simulation with a set axis)."""
-    start, stop = periods.validation
-    if stop <= start:
-        start, stop = periods.train
-    from tfmm.api import metrics
-
-    sim = simulate(prices, strategy.with_params(params_np), pool, start=start, length=stop - start + 1,
-                   mode="exact", dtype=config.dtype)
-    values = np.asarray(metrics(sim)[config.objective], dtype=np.float64).reshape(-1)
+    period = periods.validation if periods.validation[1] > periods.validation[0] else periods.train
+    values = _exact_metrics(prices, strategy.with_params(params_np), pool, period, config.dtype)[config.objective]
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
     return np.where(np.isfinite(values), values, -np.inf)
 
 

@@ -340,7 +340,7 @@ def candidate_trades(reserves: Any, weights: Any, prices: Any, gamma: Any, signa
 # the per-minute step with fees (MATH 2.4, 2.5; docs/smooth_mode.md)
 
 
-def _select(profits: Any, selectable: Any, smooth: bool, smoothing: Any, bk: Any) -> Any:
+def selection_weights(profits: Any, selectable: Any, smooth: bool, smoothing: Any, bk: Any) -> Any:
     """Selection weights q (S,) over candidates: exact one-hot of the first maximum, or smooth mode's."""
     xp = bk.xp
     score = profits if selectable is None else bk.where(selectable, profits, -xp.inf)
@@ -355,11 +355,9 @@ def _select(profits: Any, selectable: Any, smooth: bool, smoothing: Any, bk: Any
     return soft + bk.stop_gradient(hard - soft)
 
 
-def _gate(profit: Any, trade: Any, prices: Any, gas: Any, arb_fee: Any, smoothing: Any, bk: Any) -> Any:
-    """Smooth mode's gate ``sigmoid((profit - gas - cost) / tau)``, ``cost = 0.5 arb_fee sum_i sabs(Delta_i p_i)``;
-    exact mode (``smoothing`` None): the condition ``profit - gas >= 0.5 arb_fee sum_i |Delta_i| p_i``.
-    ``gas`` / ``arb_fee`` None: statically zero (the term is left out).
-    """
+def gate_margin(profit: Any, trade: Any, prices: Any, gas: Any, arb_fee: Any, smoothing: Any, bk: Any) -> Any:
+    """``profit - gas - cost`` (USD), ``cost = 0.5 arb_fee sum_i |Delta_i p_i|``; with ``smoothing`` (smooth mode)
+    ``|x|`` is ``sqrt(x^2 + eps^2)``. ``gas`` / ``arb_fee`` None: statically zero (the term is left out)."""
     xp = bk.xp
     margin = profit if gas is None else profit - gas
     if arb_fee is not None:
@@ -369,6 +367,12 @@ def _gate(profit: Any, trade: Any, prices: Any, gas: Any, arb_fee: Any, smoothin
             margin = margin - 0.5 * arb_fee * _sum_last(xp.sqrt(value * value + eps * eps), xp)
         else:
             margin = margin - 0.5 * arb_fee * _sum_last(xp.abs(value), xp)
+    return margin
+
+
+def _gate(profit: Any, trade: Any, prices: Any, gas: Any, arb_fee: Any, smoothing: Any, bk: Any) -> Any:
+    """Smooth mode's gate ``sigmoid(margin / tau)``; exact mode (``smoothing`` None): ``margin >= 0``."""
+    margin = gate_margin(profit, trade, prices, gas, arb_fee, smoothing, bk)
     if smoothing is not None:
         return bk.sigmoid(margin / smoothing.gate_temperature)
     return margin >= 0.0
@@ -381,7 +385,7 @@ def _phase(reserves: Any, weights: Any, log_price_over_weight: Any, shared: tupl
     prices, gamma, log_gamma, gm1, gas, arb_fee, selectable = shared
     deltas, profits, _ = _candidates(reserves, weights, log_price_over_weight, prices, gamma, log_gamma, gm1,
                                      rows, bk)
-    q = _select(profits, selectable, smooth, smoothing, bk)
+    q = selection_weights(profits, selectable, smooth, smoothing, bk)
     trade = _sum_first(q[:, None] * deltas, xp)
     profit = _sum_last(q * profits, xp)  # = -trade . p, without its cancellation
     if smooth:
