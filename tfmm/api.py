@@ -202,9 +202,7 @@ def metrics(sim: Simulation) -> dict[str, Any]:
 
 
 def get_backend_for(sim: Simulation) -> Any:
-    from tfmm.backend import _load
-
-    return _load(sim.backend)
+    return get_backend(sim.backend)
 
 
 def value_and_grad(

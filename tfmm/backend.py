@@ -52,15 +52,17 @@ _REGISTRY: dict[str, _Entry] = {
     "torch": _Entry("tfmm.backends.torch", ("torch",), "torch"),
     "reference": _Entry("tfmm.reference", ("numba",), "all"),
 }
-_INSTANCES: dict[str, Any] = {}
+_INSTANCES: dict[tuple, Any] = {}
 _DEFAULT_ORDER = ("jax", "reference")
-_current: contextvars.ContextVar[str | None] = contextvars.ContextVar("tfmm_backend", default=None)
+# the current backend: (name, options as a sorted tuple of (key, value)), or None for the default
+_current: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("tfmm_backend", default=None)
 
 
 def register_backend(name: str, module: str, requires: tuple[str, ...] = (), extra: str = "all") -> None:
     """Register a backend by name: ``module`` must define ``make_backend() -> Backend``."""
     _REGISTRY[name] = _Entry(module, tuple(requires), extra)
-    _INSTANCES.pop(name, None)
+    for key in [k for k in _INSTANCES if k[0] == name]:
+        del _INSTANCES[key]
 
 
 def _missing_requirements(entry: _Entry) -> list[str]:
@@ -72,18 +74,23 @@ def available_backends() -> list[str]:
     return [name for name, entry in _REGISTRY.items() if not _missing_requirements(entry)]
 
 
-def _load(name: str) -> Any:
+def _options_key(options: dict[str, Any]) -> tuple:
+    return tuple(sorted(options.items()))
+
+
+def _load(name: str, options: tuple = ()) -> Any:
     if name not in _REGISTRY:
         raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(sorted(_REGISTRY))}")
-    if name not in _INSTANCES:
+    key = (name, options)
+    if key not in _INSTANCES:
         entry = _REGISTRY[name]
         missing = _missing_requirements(entry)
         if missing:
             raise ImportError(
                 f"backend {name!r} needs {', '.join(missing)}: install it with pip install 'tfmm[{entry.extra}]'"
             )
-        _INSTANCES[name] = importlib.import_module(entry.module).make_backend()
-    return _INSTANCES[name]
+        _INSTANCES[key] = importlib.import_module(entry.module).make_backend(**dict(options))
+    return _INSTANCES[key]
 
 
 class _UseContext:
@@ -91,7 +98,7 @@ class _UseContext:
 
     def __init__(self, token: contextvars.Token) -> None:
         self._token = token
-        self.backend = _load(_current.get())
+        self.backend = _load(*_current.get())
 
     def __enter__(self) -> Any:
         return self.backend
@@ -100,10 +107,15 @@ class _UseContext:
         _current.reset(self._token)
 
 
-def use(name: str) -> _UseContext:
-    """Make ``name`` the current backend (loading it); usable as a context manager."""
-    _load(name)
-    return _UseContext(_current.set(name))
+def use(name: str, **options: Any) -> _UseContext:
+    """Make ``name`` the current backend (loading it); usable as a context manager.
+
+    ``options`` are passed to the backend's factory, e.g. ``tfmm.use("jax", fee_path="scan")``; each
+    distinct set of options is its own backend instance (with its own cache of compiled functions).
+    """
+    key = _options_key(options)
+    _load(name, key)
+    return _UseContext(_current.set((name, key)))
 
 
 def default_backend_name() -> str:
@@ -115,10 +127,13 @@ def default_backend_name() -> str:
     raise ImportError("no tfmm backend is installed: pip install 'tfmm[jax]'")
 
 
-def get_backend() -> Any:
-    """The current backend (the default one, jax if installed, when none was chosen)."""
-    name = _current.get()
-    return _load(name if name is not None else default_backend_name())
+def get_backend(name: str | None = None, **options: Any) -> Any:
+    """The backend called ``name`` (with ``options``, as in :func:`use`), or, with no name, the current
+    backend (the default one, jax if installed, when none was chosen)."""
+    if name is not None:
+        return _load(name, _options_key(options))
+    current = _current.get()
+    return _load(*current) if current is not None else _load(default_backend_name())
 
 
 __all__ = ["Backend", "register_backend", "available_backends", "use", "get_backend", "default_backend_name"]

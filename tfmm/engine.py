@@ -179,9 +179,52 @@ class ArrayEngine:
         return result
 
 
+FEE_PATHS = ("auto", "kernel", "scan")
+
+
+def check_fee_path(fee_path: str) -> str:
+    """Validate the ``fee_path`` backend option."""
+    if fee_path not in FEE_PATHS:
+        raise ValueError(f"fee_path={fee_path!r} is invalid: allowed one of {', '.join(map(repr, FEE_PATHS))}")
+    return fee_path
+
+
 class EngineBackend:
     """Mixin for array backends: simulate / value_and_grad_objective / metrics through one shared
-    :class:`ArrayEngine` over the backend's own primitives."""
+    :class:`ArrayEngine` over the backend's own primitives, and the fee path as an overridable operation.
+
+    ``fee_path``: "scan" runs :func:`tfmm.core.g3m.fee_reserves` (the core's per-minute scan); "kernel" the
+    fused CPU kernel of :mod:`tfmm.backends.kernels.fee_path` through the backend's :meth:`fee_kernel`
+    (a differentiable wrapper); "auto" (default) the kernel where the arrays live on the CPU, else the scan.
+    """
+
+    fee_path: str = "auto"
+
+    def fee_kernel(self, settings: Any) -> Callable | None:
+        """The backend's differentiable wrapper of the fused kernel for ``settings``, or None."""
+        return None
+
+    def uses_fee_kernel(self, prices: Any) -> bool:
+        """Whether the fee path of ``prices``' simulation runs the fused kernel (backends refine "auto")."""
+        return self.fee_path == "kernel"
+
+    def reserves_with_fees(self, r0: Any, weights: Any, prices: Any, fee: Any, gas: Any, arb_fee: Any,
+                           signatures: np.ndarray, *, smooth: bool, smoothing: Any,
+                           checkpoint_every: int | None = None) -> tuple[Any, Any, Any]:
+        """(reserves, trades, fees) of a pool with fees: the contract of :func:`tfmm.core.g3m.fee_reserves`."""
+        if not self.uses_fee_kernel(prices):
+            return g3m.fee_reserves(r0, weights, prices, fee, gas, arb_fee, signatures, smooth=smooth,
+                                    smoothing=smoothing, bk=self, checkpoint_every=checkpoint_every)
+        from tfmm.backends.kernels.fee_path import FeePathSettings
+
+        xp = self.xp
+        dt = prices.dtype
+        n_rows = prices.shape[0]
+        rates = [xp.broadcast_to(xp.asarray(x, dtype=dt), (n_rows,)) for x in (fee, gas, arb_fee)]
+        kernel = self.fee_kernel(FeePathSettings.from_smoothing(signatures, smooth, smoothing))
+        reserves, fees = kernel(xp.asarray(r0, dtype=dt), xp.asarray(weights, dtype=dt), prices, *rates)
+        trades = reserves - xp.concat([reserves[:1, ...], reserves[:-1, ...]], axis=0)
+        return reserves, trades, fees
 
     @property
     def engine(self) -> ArrayEngine:

@@ -22,14 +22,31 @@ import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
 
-from tfmm.engine import EngineBackend  # noqa: E402
+from tfmm.engine import EngineBackend, check_fee_path  # noqa: E402
 
 
 class JaxBackend(EngineBackend):
-    """Machinery only: namespace, control flow, autodiff and conversion; no simulation math."""
+    """Machinery only: namespace, control flow, autodiff and conversion; no simulation math.
+
+    ``fee_path``: "auto" (the fused CPU kernel when JAX's default device is the CPU, else ``lax.scan``),
+    "kernel" or "scan" (see :class:`tfmm.engine.EngineBackend`).
+    """
 
     name = "jax"
     xp = jnp
+
+    def __init__(self, fee_path: str = "auto") -> None:
+        self.fee_path = check_fee_path(fee_path)
+
+    def fee_kernel(self, settings: Any) -> Callable:
+        from tfmm.backends.jax.fee_kernel import fee_path
+
+        return fee_path(settings)
+
+    def uses_fee_kernel(self, prices: Any) -> bool:
+        if self.fee_path == "auto":
+            return jax.default_backend() == "cpu"
+        return self.fee_path == "kernel"
 
     def asarray(self, x: Any, dtype: str = "float64") -> jax.Array:
         return jnp.asarray(x, dtype=jnp.dtype(dtype))
@@ -113,8 +130,8 @@ class JaxBackend(EngineBackend):
         return make_trainer(self.engine, request, config)
 
     def __repr__(self) -> str:
-        return f"JaxBackend(devices={jax.devices()})"
+        return f"JaxBackend(devices={jax.devices()}, fee_path={self.fee_path!r})"
 
 
-def make_backend() -> JaxBackend:
-    return JaxBackend()
+def make_backend(fee_path: str = "auto") -> JaxBackend:
+    return JaxBackend(fee_path=fee_path)

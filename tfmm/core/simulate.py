@@ -99,9 +99,10 @@ def bout_reserves(weights: Any, prices: Any, fee: Any, gas: Any, arb_fee: Any, c
         trades = xp.concat([xp.zeros_like(reserves[:1]), reserves[1:] - reserves[:-1]], axis=0)
         return reserves, trades, xp.zeros_like(reserves[:, 0])
     signatures = _signature_array(cfg)
-    return g3m.fee_reserves(
+    # the backend's operation: the core's scan (g3m.fee_reserves) or a fused kernel it registered
+    return bk.reserves_with_fees(
         r0, weights, prices, fee, gas, arb_fee, signatures, smooth=cfg.smooth, smoothing=cfg.smoothing,
-        bk=bk, checkpoint_every=cfg.checkpoint_every,
+        checkpoint_every=cfg.checkpoint_every,
     )
 
 
