@@ -34,6 +34,12 @@ formulas above: with ``a_i = log R_i + log p_i - log w_i - log g_i + log S_A`` a
 ``sum wh = 1``.) Exact mode is the pathwise derivative: the gate, the choice and validity are held fixed, as
 JAX's autodiff of the scan does. Smooth mode is the full derivative through the softmax and the gate.
 
+At a minute with ``fee == 0`` the trade is the zero-fee trade, which does not depend on the fee, so the
+derivative with respect to that minute's fee is the fee-collection term alone. The pool has a kink there
+(a fee cannot be negative, and the optimal trade's derivative for ``fee -> 0+`` depends on its direction);
+the scan's autodiff returns the derivative of whichever signature wins the tie at ``gamma = 1`` instead.
+Neither is a two-sided derivative; differentiate with respect to a fee above zero.
+
 Which forward states are kept: the reserves after each minute (the output) and after Phase A, ``(T, n)``
 each, plus in exact mode the chosen candidate and the gate of both phases (``(T, 2)`` int32). The reverse
 pass recomputes one phase's candidates from those reserves (exact mode: only the chosen one), which costs

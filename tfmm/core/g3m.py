@@ -481,8 +481,10 @@ def fee_reserves(r0: Any, weights: Any, prices: Any, fee: Any, gas: Any, arb_fee
         shared = (x["p"], x["g"], x["lg"], x["gm1"], x.get("gas"), x.get("arb"), selectable)
         r_a, t_a = _phase(r, w_prev, lp - lw_prev, shared, rows, smooth, smoothing, bk)
         r_b, t_b = _phase(r_a, x["w"], lp - lw, shared, rows, smooth, smoothing, bk)
-        # fees: f * sum_i max(Delta_i, 0) p_i of each phase's executed trade
-        inflow = xp.maximum(t_a, 0.0) + xp.maximum(t_b, 0.0)
+        # fees: f * sum_i max(Delta_i, 0) p_i of each phase's executed trade; ``where`` rather than
+        # ``maximum``, whose gradient at a leg of exactly 0 (not traded) is 1/2 in JAX and torch: a leg
+        # that is not traded collects no fee, and its derivative is taken as 0 (as the fused kernel does)
+        inflow = bk.where(t_a > 0.0, t_a, 0.0) + bk.where(t_b > 0.0, t_b, 0.0)
         fee = (1.0 - x["g"]) * _sum_last(inflow * x["p"], xp)
         return (r_b, x["w"], lw), (r_b, fee)
 
