@@ -176,7 +176,8 @@ def _candidate(s, R, w, gamma, log_gamma, z, pw, active, plus, ref, lr, u, em, w
             em[s, i] = 0.0
             delta[s, i] = 0.0
     g_r = gamma if plus[s, r] else 1.0
-    scale = R[r] * pw[r] * s_a / g_r * math.exp(mean_log)
+    # C = y_r exp(m), and exp(m) = exp(-u_r) = 1 + em_r (lr_r = 0): no further exponential
+    scale = R[r] * pw[r] * s_a / g_r * (1.0 + em[s, r])
     if not (log_change >= LOG_FLOOR):
         valid = False
     if not valid:

@@ -129,12 +129,6 @@ def coarse_weights(outputs: Any, w_init: Any, *, kind: str, alpha: Any, w_min: f
     return a, delta
 
 
-def _row_layout(n_rows: int, chunk_period: int, interpolation_period: int) -> tuple[np.ndarray, np.ndarray]:
-    """Static per-row indices: block b (0 = the virtual chunk of w_init) and step j = min(row % c, I)."""
-    rows = np.arange(n_rows)
-    return rows // chunk_period, np.minimum(rows % chunk_period, interpolation_period)
-
-
 def fine_weights(w_init: Any, a: Any, delta: Any, *, chunk_period: int, interpolation_period: int,
                  interpolation: str, n_rows: int, bk: Any) -> Any:
     """Weights per minute (n_rows, n) (MATH.md 3.3).
@@ -155,22 +149,27 @@ def fine_weights(w_init: Any, a: Any, delta: Any, *, chunk_period: int, interpol
     if n_rows > n_blocks * c:
         raise ValueError(f"n_rows={n_rows} needs {-(-n_rows // c) - 1} coarse steps; got {n_blocks - 1}")
     w_init = xp.asarray(w_init, dtype=a.dtype)
-    starts = xp.concat([w_init[None, :], a], axis=0)
-    steps = xp.concat([xp.zeros_like(w_init)[None, :], delta], axis=0)
-    block, j = _row_layout(n_rows, c, period)
-    block = xp.asarray(block)
-    start = xp.take(starts, block, axis=0)
-    step = xp.take(steps, block, axis=0)
-    jj = xp.asarray(j, dtype=a.dtype)[:, None]
-    linear = start + jj * step
+    used = -(-n_rows // c)  # blocks that reach a row
+    starts = xp.concat([w_init[None, :], a], axis=0)[:used, None, :]  # (used, 1, n)
+    steps = xp.concat([xp.zeros_like(w_init)[None, :], delta], axis=0)[:used, None, :]
+    # rows of a block by broadcasting (used, c, n), then one reshape: no gather, whose gradient (a scatter)
+    # dominated the zero-fee bout's backward pass
+    jj = xp.asarray(np.minimum(np.arange(c), period), dtype=a.dtype)[None, :, None]  # min(j, I)
+    linear = starts + jj * steps
     if interpolation == "linear":
-        return linear
-    end = start + period * step
-    log_start = xp.log(start)
+        return _block_rows(linear, n_rows, xp)
+    end = starts + period * steps
+    log_start = xp.log(starts)
     geometric = xp.exp(log_start + (jj / (period + 1.0)) * (xp.log(end) - log_start))
     mixed = linear + geometric
     mixed = mixed / xp.sum(mixed, axis=-1, keepdims=True)
-    return bk.where(jj < period, mixed, end)
+    return _block_rows(bk.where(jj < period, mixed, end), n_rows, xp)
+
+
+def _block_rows(x: Any, n_rows: int, xp: Any) -> Any:
+    """(blocks, c, n) -> the first ``n_rows`` rows of the (blocks * c, n) concatenation."""
+    blocks, c, n = x.shape
+    return xp.reshape(x, (blocks * c, n))[:n_rows, ...]
 
 
 __all__ = ["guardrail", "speed_limit", "coarse_weights", "fine_weights"]
