@@ -133,5 +133,49 @@ class JaxBackend(EngineBackend):
         return f"JaxBackend(devices={jax.devices()}, fee_path={self.fee_path!r})"
 
 
+def _register_pytrees() -> None:
+    """``tfmm.Strategy`` and ``tfmm.Simulation`` as JAX pytrees (Equinox-style): a strategy's parameters are
+    its leaves, everything else static; a simulation's arrays are its leaves. Unflattening skips validation
+    (leaves may be tracers)."""
+    import dataclasses
+
+    from tfmm.api import Simulation
+    from tfmm.specs import Strategy
+
+    def strategy_flatten(s: Strategy):
+        keys = tuple(s.params)
+        static = (s.name, keys, tuple(np.asarray(s.initial_weights).tolist()), s.beta, s.max_memory_days,
+                  s.chunk_period)
+        return tuple(s.params[k] for k in keys), static
+
+    def strategy_unflatten(static, leaves) -> Strategy:
+        name, keys, w, beta, max_memory_days, chunk_period = static
+        s = object.__new__(Strategy)
+        values = dict(name=name, params=dict(zip(keys, leaves)), initial_weights=np.asarray(w), beta=beta,
+                      max_memory_days=max_memory_days, chunk_period=chunk_period)
+        for f in dataclasses.fields(Strategy):
+            object.__setattr__(s, f.name, values[f.name])
+        return s
+
+    arrays = ("reserves", "weights", "values", "trades", "fees", "prices")
+
+    def simulation_flatten(sim: Simulation):
+        rest = tuple((f.name, getattr(sim, f.name)) for f in dataclasses.fields(Simulation) if f.name not in arrays)
+        return tuple(getattr(sim, a) for a in arrays), rest
+
+    def simulation_unflatten(rest, leaves) -> Simulation:
+        return Simulation(**dict(zip(arrays, leaves)), **dict(rest))
+
+    for cls, flatten, unflatten in ((Strategy, strategy_flatten, strategy_unflatten),
+                                    (Simulation, simulation_flatten, simulation_unflatten)):
+        try:
+            jax.tree_util.register_pytree_node(cls, flatten, unflatten)
+        except ValueError:  # already registered (the module was reloaded)
+            pass
+
+
+_register_pytrees()
+
+
 def make_backend(fee_path: str = "auto") -> JaxBackend:
     return JaxBackend(fee_path=fee_path)
