@@ -41,7 +41,7 @@ the scan's autodiff returns the derivative of whichever signature wins the tie a
 Neither is a two-sided derivative; differentiate with respect to a fee above zero.
 
 Which forward states are kept: the reserves after each minute (the output) and after Phase A, ``(T, n)``
-each, plus in exact mode the chosen candidate and the gate of both phases (``(T, 2)`` int32). The reverse
+each, plus in exact mode the executed candidate of both phases (``(T, 2)`` int32, 0 for no trade). The reverse
 pass recomputes one phase's candidates from those reserves (exact mode: only the chosen one), which costs
 less than a forward pass and keeps memory at ``O(T n)``, the size of the output itself. Checkpointing every
 ``K`` minutes would cut this to ``O(T / K + K)`` at the price of a second forward pass; on a CPU the output
@@ -274,15 +274,19 @@ def _rows(gamma, n_sig):
 
 
 @_ijit
-def _phase(R, w, p, gamma, log_gamma, gas, arb, table, cfg, sc, out):
+def _phase(R, w, p, gamma, log_gamma, gas, arb, table, cfg, sc, out, only_row):
     """One arbitrage phase from reserves ``R``: writes the executed trade into ``out`` (n,) and returns
     (chosen row, gate: exact 1.0 open / 0.0 closed, smooth the sigmoid). The scratch ``sc`` keeps every
-    candidate and the selected (mixed) trade before the gate, for the adjoint."""
+    candidate and the selected (mixed) trade before the gate, for the adjoint. ``only_row >= 0`` replays an
+    exact-mode phase whose executed row is known: only that row is evaluated, and executed."""
     active, plus, ref = table
     smooth, selection, tau_gate, tau_sel, eps = cfg
     lr, u, em, wh, delta, profit, scale, s_a, valid, q, soft, z, pw, trade, _ = sc
     n = R.shape[0]
-    lo, hi = _rows(gamma, active.shape[0] - 1)
+    if only_row >= 0:
+        lo, hi = only_row, only_row + 1
+    else:
+        lo, hi = _rows(gamma, active.shape[0] - 1)
     _log_ratios(R, w, p, z, pw)
     for s in range(lo, hi):
         pr, c, sa, ok = _candidate(s, R, w, gamma, log_gamma, z, pw, active, plus, ref, lr, u, em, wh, delta)
@@ -290,6 +294,11 @@ def _phase(R, w, p, gamma, log_gamma, gas, arb, table, cfg, sc, out):
         scale[s] = c
         s_a[s] = sa
         valid[s] = ok
+    if only_row >= 0:
+        for i in range(n):
+            trade[i] = delta[only_row, i]
+            out[i] = trade[i]
+        return only_row, 1.0
     best = _select(lo, hi, profit, q, soft, smooth, selection, tau_sel)
     mixed = smooth and selection != 0
     sel_profit = 0.0
@@ -318,21 +327,6 @@ def _phase(R, w, p, gamma, log_gamma, gas, arb, table, cfg, sc, out):
         for i in range(n):
             out[i] = trade[i] if gate == 1.0 else 0.0
     return best, gate
-
-
-@_ijit
-def _chosen_trade(best, gate, R, w, p, gamma, log_gamma, table, sc, out):
-    """Exact mode's executed trade of a phase whose choice and gate are known: recomputes the chosen row."""
-    active, plus, ref = table
-    lr, u, em, wh, delta, profit, scale, s_a, valid, q, soft, z, pw, trade, _ = sc
-    _log_ratios(R, w, p, z, pw)
-    pr, c, sa, ok = _candidate(best, R, w, gamma, log_gamma, z, pw, active, plus, ref, lr, u, em, wh, delta)
-    profit[best] = pr
-    scale[best] = c
-    s_a[best] = sa
-    valid[best] = ok
-    for i in range(R.shape[0]):
-        out[i] = delta[best, i] if gate == 1.0 else 0.0
 
 
 @_ijit
@@ -407,9 +401,10 @@ def _phase_adjoint(e_bar, R, w, p, gamma, gas, arb, table, cfg, sc, best, gate, 
 @_core_jit
 def _trajectory(r0, W, P, fee, gas, arb, table, cfg, reserves, reserves_a, fees, choice, sc, buf):
     """Forward pass of one trajectory (module docstring); row 0 is the initial state. ``sc`` from
-    :func:`_scratch`, ``buf`` (10, n) work rows."""
+    :func:`_scratch`, ``buf`` (13, n) work rows. Phases A and B share one loop body (one compiled copy)."""
     T, n = W.shape
-    e_a, e_b, w_prev, w_cur, p_cur, R = buf[0], buf[1], buf[2], buf[3], buf[4], buf[5]
+    e, w_prev, w_cur, p_cur, R = buf[0], buf[1], buf[2], buf[3], buf[4]
+    valid = sc[8]
     for i in range(n):
         R[i] = r0[i]
         reserves[0, i] = R[i]
@@ -420,45 +415,37 @@ def _trajectory(r0, W, P, fee, gas, arb, table, cfg, reserves, reserves_a, fees,
     for t in range(1, T):
         gamma = 1.0 - fee[t]
         log_gamma = math.log(gamma)
+        # rows copied into buffers: row views inside the loop would cost a reference count each
         for i in range(n):
             w_prev[i] = W[t - 1, i]
             w_cur[i] = W[t, i]
             p_cur[i] = P[t, i]
-        best_a, gate_a = _phase(R, w_prev, p_cur, gamma, log_gamma, gas[t], arb[t], table, cfg, sc, e_a)
-        for i in range(n):
-            R[i] += e_a[i]
-            reserves_a[t, i] = R[i]
-        best_b, gate_b = _phase(R, w_cur, p_cur, gamma, log_gamma, gas[t], arb[t], table, cfg, sc, e_b)
         inflow = 0.0
+        for phase in range(2):  # A: price arbitrage under w_{t-1}; B: weight arbitrage under w_t
+            w = w_prev if phase == 0 else w_cur
+            best, gate = _phase(R, w, p_cur, gamma, log_gamma, gas[t], arb[t], table, cfg, sc, e, -1)
+            # exact mode's record for the reverse pass: row + 1 when a valid trade was executed, else 0
+            choice[t, phase] = (best + 1) if (gate == 1.0 and valid[best]) else 0
+            for i in range(n):
+                R[i] += e[i]
+                inflow += max(e[i], 0.0) * p_cur[i]
+                if phase == 0:
+                    reserves_a[t, i] = R[i]
         for i in range(n):
-            R[i] += e_b[i]
             reserves[t, i] = R[i]
-            inflow += (max(e_a[i], 0.0) + max(e_b[i], 0.0)) * p_cur[i]
         fees[t] = (1.0 - gamma) * inflow
-        # exact mode's choices for the reverse pass: row + 1, negated when the gate stayed closed
-        choice[t, 0] = (best_a + 1) if gate_a == 1.0 else -(best_a + 1)
-        choice[t, 1] = (best_b + 1) if gate_b == 1.0 else -(best_b + 1)
-
-
-@_ijit
-def _replay_phase(R, w, p, gamma, log_gamma, gas, arb, table, cfg, sc, code, out):
-    """Recompute a phase for the reverse pass: smooth mode in full, exact mode only the stored choice."""
-    if cfg[0]:
-        return _phase(R, w, p, gamma, log_gamma, gas, arb, table, cfg, sc, out)
-    best = abs(code) - 1
-    gate = 1.0 if code > 0 else 0.0
-    _chosen_trade(best, gate, R, w, p, gamma, log_gamma, table, sc, out)
-    return best, gate
 
 
 @_core_jit
 def _trajectory_adjoint(r0, W, P, fee, gas, arb, table, cfg, reserves, reserves_a, choice, g_reserves, g_fees,
                         g_r0, g_w, g_fee, g_gas, g_arb, sc, buf):
     """Reverse pass of one trajectory: adds the vector-Jacobian product into g_r0, g_w, g_fee, g_gas, g_arb.
-    ``sc`` from :func:`_scratch`, ``buf`` (13, n) work rows."""
+    ``sc`` from :func:`_scratch`, ``buf`` (13, n) work rows. Each phase is replayed from its stored input
+    reserves (smooth mode in full; exact mode only the executed row) and its adjoint taken, B before A."""
     T, n = W.shape
-    e_a, e_b, w_prev, w_cur, p_cur, R_prev, R_a = buf[0], buf[1], buf[2], buf[3], buf[4], buf[5], buf[6]
-    R_bar, R_a_bar, e_bar, gw_prev, gw_cur = buf[7], buf[8], buf[9], buf[10], buf[11]
+    e, w_prev, w_cur, p_cur, R_prev, R_a = buf[0], buf[1], buf[2], buf[3], buf[4], buf[5]
+    R_bar, e_bar, gw_prev, gw_cur = buf[6], buf[7], buf[8], buf[9]
+    smooth = cfg[0]
     for i in range(n):
         R_bar[i] = g_reserves[T - 1, i]
     for t in range(T - 1, 0, -1):
@@ -473,28 +460,32 @@ def _trajectory_adjoint(r0, W, P, fee, gas, arb, table, cfg, reserves, reserves_
             R_a[i] = reserves_a[t, i]
             gw_prev[i] = 0.0
             gw_cur[i] = 0.0
-        # Phase B, from the stored Phase A reserves: R_t = R_A + e_B
-        best_b, gate_b = _replay_phase(R_a, w_cur, p_cur, gamma, log_gamma, gas[t], arb[t], table, cfg, sc,
-                                       choice[t, 1], e_b)
         inflow = 0.0
-        for i in range(n):
-            inflow += max(e_b[i], 0.0) * p_cur[i]
-            e_bar[i] = R_bar[i] + (fee_bar * (1.0 - gamma) * p_cur[i] if e_b[i] > 0.0 else 0.0)
-            R_a_bar[i] = R_bar[i]
-        gamma_bar, gas_bar, arb_bar = _phase_adjoint(e_bar, R_a, w_cur, p_cur, gamma, gas[t], arb[t], table, cfg,
-                                                     sc, best_b, gate_b, R_a_bar, gw_cur)
-        # Phase A, from the previous reserves: R_A = R_{t-1} + e_A
-        best_a, gate_a = _replay_phase(R_prev, w_prev, p_cur, gamma, log_gamma, gas[t], arb[t], table, cfg, sc,
-                                       choice[t, 0], e_a)
-        for i in range(n):
-            inflow += max(e_a[i], 0.0) * p_cur[i]
-            e_bar[i] = R_a_bar[i] + (fee_bar * (1.0 - gamma) * p_cur[i] if e_a[i] > 0.0 else 0.0)
-            R_bar[i] = R_a_bar[i]
-        gb, sb, ab = _phase_adjoint(e_bar, R_prev, w_prev, p_cur, gamma, gas[t], arb[t], table, cfg, sc, best_a,
-                                    gate_a, R_bar, gw_prev)
-        gamma_bar += gb - fee_bar * inflow  # fees_t = (1 - gamma) inflow
-        g_gas[t] += gas_bar + sb
-        g_arb[t] += arb_bar + ab
+        gamma_bar = 0.0
+        for k in range(2):
+            phase = 1 - k  # B, then A
+            R_in = R_a if phase == 1 else R_prev
+            w = w_cur if phase == 1 else w_prev
+            gw = gw_cur if phase == 1 else gw_prev
+            code = choice[t, phase]
+            if smooth or code > 0:
+                best, gate = _phase(R_in, w, p_cur, gamma, log_gamma, gas[t], arb[t], table, cfg, sc, e,
+                                    -1 if smooth else code - 1)
+            else:  # exact mode, no trade: a constant, nothing to propagate but the reserves themselves
+                best, gate = 0, 0.0
+                for i in range(n):
+                    e[i] = 0.0
+            # R_out = R_in + e: the adjoint of e is R_bar plus the fee collected on inflows
+            for i in range(n):
+                inflow += max(e[i], 0.0) * p_cur[i]
+                e_bar[i] = R_bar[i] + (fee_bar * (1.0 - gamma) * p_cur[i] if e[i] > 0.0 else 0.0)
+            if gate != 0.0:
+                gb, sb, ab = _phase_adjoint(e_bar, R_in, w, p_cur, gamma, gas[t], arb[t], table, cfg, sc, best,
+                                            gate, R_bar, gw)
+                gamma_bar += gb
+                g_gas[t] += sb
+                g_arb[t] += ab
+        gamma_bar -= fee_bar * inflow  # fees_t = (1 - gamma) inflow
         g_fee[t] += -gamma_bar  # gamma = 1 - fee
         for i in range(n):
             R_bar[i] += g_reserves[t - 1, i]
