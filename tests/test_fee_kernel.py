@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 import tfmm
 from tfmm.backends.kernels import fee_path as kernel
@@ -133,6 +133,12 @@ def test_kernel_forward_equals_scan(p, smooth, selection):
 @given(p=pools(max_assets=4), smooth=st.booleans(), selection=st.sampled_from(SELECTIONS),
        seed=st.integers(0, 2**31 - 1))
 def test_kernel_vjp_equals_scan_autodiff(p, smooth, selection, seed):
+    # Exact mode's pathwise derivative jumps where a gate margin is 0: at a fee-free minute Phase A leaves
+    # the pool at equilibrium, so with unchanged weights Phase B's trade is rounding noise (or exactly 0)
+    # and, with an arbitrage cost and no gas, its margin is 0 up to rounding; whether the gate opens (and
+    # the trade's non-zero derivative counts) then depends on the last bit. Values agree there (the
+    # forward test); choices do not, so such draws are left out.
+    assume(smooth or not np.any((p["fee"][1:] == 0) & (p["arb_fee"][1:] > 0) & (p["gas"][1:] == 0)))
     smoothing = smoothing_for(selection)
     s, (reserves, fees, residuals) = kernel_forward(p, smooth, smoothing)
     rng = np.random.default_rng(seed)
