@@ -581,10 +581,18 @@ def _batch_shape(r0, weights, prices, fee, gas, arb_fee) -> tuple[int, ...]:
                                gas.shape[:-1], arb_fee.shape[:-1])
 
 
-def _flat(x, batch: tuple[int, ...], core: tuple[int, ...]) -> np.ndarray:
-    """``x`` broadcast to ``batch + core``, flattened to ``(prod(batch),) + core``, float64 contiguous."""
-    x = np.broadcast_to(np.asarray(x, dtype=np.float64), batch + core)
-    return np.ascontiguousarray(x.reshape((-1,) + core))
+def _read_only(x: np.ndarray) -> np.ndarray:
+    """A read-only view: Numba types an array's writability, so every kernel input is passed read-only
+    (whether or not it had to be copied) and each kernel compiles once."""
+    view = x.view()
+    view.flags.writeable = False
+    return view
+
+
+def _flat(x, batch: tuple[int, ...], core: tuple[int, ...], dtype=np.float64) -> np.ndarray:
+    """``x`` broadcast to ``batch + core``, flattened to ``(prod(batch),) + core``, contiguous, read-only."""
+    x = np.broadcast_to(np.asarray(x, dtype=dtype), batch + core)
+    return _read_only(np.ascontiguousarray(x.reshape((-1,) + core)))
 
 
 def sum_to_shape(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -649,7 +657,7 @@ def backward(settings: FeePathSettings, r0, weights, prices, fee, gas, arb_fee, 
         _adjoint_batch(_flat(r0, batch, (n,)), _flat(weights, batch, (T, n)), _flat(prices, batch, (T, n)),
                        _flat(fee, batch, (T,)), _flat(gas, batch, (T,)), _flat(arb_fee, batch, (T,)),
                        *settings._args(), _flat(reserves, batch, (T, n)), _flat(reserves_a, batch, (T, n)),
-                       np.ascontiguousarray(np.broadcast_to(choice, batch + (T, 2)).reshape(B, T, 2)),
+                       _flat(choice, batch, (T, 2), np.int32),
                        _flat(g_reserves, batch, (T, n)), _flat(g_fees, batch, (T,)),
                        g_r0, g_w, g_fee, g_gas, g_arb)
     grads = (g_r0.reshape(batch + (n,)), g_w.reshape(batch + (T, n)), g_fee.reshape(batch + (T,)),

@@ -25,11 +25,24 @@ unchanged and the two backends agree to rounding. Decisions:
 - ``jit`` returns the function unchanged: this backend is eager. ``torch.compile`` is a later step.
 - ``vmap`` is ``torch.func.vmap`` with ``in_dims=in_axes``; ``scan``'s Python loop, ``where``,
   ``argmax``, ``one_hot`` and ``dynamic_slice`` all run under it (the tests check batched against looped).
+  A mapped axis of size 1 (one parameter set, one bout start) skips ``torch.func.vmap``: ``fn`` runs on
+  the single element and the outputs get the axis back. Same values; functorch's batching adds
+  overhead to each of the thousands of small ops of the weight recursion and its backward pass.
+- ``dynamic_slice`` with an unbatched tensor ``start`` (outside ``vmap`` or not mapped by it) reads the
+  number and narrows (a view) instead of gathering: on a one-year bout the gather and its scatter-add
+  backward cost tens of milliseconds per sliced array.
 - ``value_and_grad`` differentiates with respect to the first argument (a pytree of float tensors) with
   ``torch.autograd.grad`` on detached leaf copies, and returns JAX's structure: ``(value, grads)`` or
   ``((value, aux), grads)``; value and aux come back detached. A leaf the value does not depend on gets a
   zero gradient (JAX's behaviour), not None.
 - CPU only: the core creates constant arrays with ``xp.asarray`` and no device, so tensors live on the CPU.
+- The fee path (``fee_path`` option, :class:`tfmm.engine.EngineBackend`): "auto" (default) runs the fused
+  CPU kernel (:mod:`tfmm.backends.torch.fee_kernel`: custom operators ``tfmm::fee_path`` and
+  ``tfmm::fee_path_backward`` with fake, autograd and vmap registrations) when the prices are on the CPU,
+  else the core's per-minute scan; "kernel" always the kernel (a CUDA tensor is copied to the host and
+  back), "scan" always the scan (a Python loop, about 1 ms per minute in eager torch, with autograd
+  keeping every step). Under ``vmap`` over parameter sets and bout starts the kernel is called once, with
+  the batch as leading axes (one parallel Numba call). The kernel's threads are Numba's, not torch's.
 - Making the backend calls ``torch.set_num_threads(1)``: the simulation is a long chain of small ops, and
   on a 2-core machine shared with other work two threads turned a 1 s run into 39 s. This is a
   process-wide torch setting; pass ``num_threads=None`` to :class:`TorchBackend` to leave it alone.
@@ -64,18 +77,63 @@ def _is_float_tensor(x: Any) -> bool:
     return isinstance(x, torch.Tensor) and x.is_floating_point()
 
 
-from tfmm.engine import EngineBackend  # noqa: E402
+def _is_batched(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a tensor batched by an enclosing ``torch.func.vmap``."""
+    return bool(torch._C._functorch.is_batchedtensor(x))
+
+
+def _select_single(args: tuple, in_axes: Any) -> list | None:
+    """``args`` with element 0 taken along each mapped axis when the mapped size is 1; None when it is not
+    (or for ``in_axes`` other than an int or a flat sequence of ints and None: left to ``torch.func.vmap``)."""
+    axes = [in_axes] * len(args) if isinstance(in_axes, int) else in_axes
+    if not isinstance(axes, (tuple, list)) or len(axes) != len(args):
+        return None
+    if any(a is not None and not isinstance(a, int) for a in axes):
+        return None
+    out, size = [], None
+    for arg, axis in zip(args, axes):
+        if axis is None:
+            out.append(arg)
+            continue
+        leaves, spec = pytree.tree_flatten(arg)
+        if not leaves or not all(isinstance(leaf, torch.Tensor) and leaf.ndim > 0 for leaf in leaves):
+            return None
+        for leaf in leaves:
+            n = leaf.shape[axis]
+            if n != 1 or (size is not None and n != size):
+                return None
+            size = n
+        out.append(pytree.tree_unflatten([leaf.select(axis, 0) for leaf in leaves], spec))
+    return out if size == 1 else None
+
+
+from tfmm.engine import EngineBackend, check_fee_path  # noqa: E402
 
 
 class TorchBackend(EngineBackend):
-    """Machinery only: namespace, control flow, autodiff and conversion; no simulation math."""
+    """Machinery only: namespace, control flow, autodiff and conversion; no simulation math.
+
+    ``fee_path``: "auto" (the fused CPU kernel when the prices are on the CPU, else the scan), "kernel" or
+    "scan" (see :class:`tfmm.engine.EngineBackend`). ``num_threads``: see the module docstring.
+    """
 
     name = "torch"
     xp = array_api_compat.array_namespace(torch.empty(0))
 
-    def __init__(self, num_threads: int | None = 1) -> None:
+    def __init__(self, num_threads: int | None = 1, fee_path: str = "auto") -> None:
+        self.fee_path = check_fee_path(fee_path)
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))
+
+    def fee_kernel(self, settings: Any) -> Callable:
+        from tfmm.backends.torch.fee_kernel import fee_path
+
+        return fee_path(settings)
+
+    def uses_fee_kernel(self, prices: Any) -> bool:
+        if self.fee_path == "auto":
+            return prices.device.type == "cpu"
+        return self.fee_path == "kernel"
 
     # -- conversion ------------------------------------------------------------------------------------
     def asarray(self, x: Any, dtype: Any = "float64") -> torch.Tensor:
@@ -181,7 +239,15 @@ class TorchBackend(EngineBackend):
         if isinstance(start, (int, np.integer)):
             start = int(start) + dim if start < 0 else int(start)
             return x.narrow(axis, min(max(start, 0), dim - size), size)
-        start = torch.as_tensor(start).to(torch.int64)
+        start = torch.as_tensor(start)
+        if start.ndim == 0 and not _is_batched(start) and not torch.compiler.is_compiling():
+            try:
+                value = int(start)  # an unbatched tensor start: a view (narrow), no gather / scatter
+            except RuntimeError:  # a functorch wrapper that cannot give a Python number
+                pass
+            else:
+                return self.dynamic_slice(x, value, size, axis)
+        start = start.to(torch.int64)
         start = torch.where(start < 0, start + dim, start).clamp(0, dim - size)
         return torch.index_select(x, axis, start + torch.arange(size, device=x.device))
 
@@ -191,7 +257,18 @@ class TorchBackend(EngineBackend):
         return fn
 
     def vmap(self, fn: Callable, in_axes: Any = 0) -> Callable:
-        return torch.func.vmap(fn, in_dims=in_axes)
+        """``torch.func.vmap(fn, in_dims=in_axes)``, outputs batched along axis 0. A batch of size 1 (one
+        parameter set, one bout start: the common case) calls ``fn`` on the single element and adds the
+        axis to the outputs instead: the same result without functorch's per-op batching overhead."""
+        batched = torch.func.vmap(fn, in_dims=in_axes)
+
+        def wrapped(*args: Any) -> Any:
+            single = _select_single(args, in_axes)
+            if single is None:
+                return batched(*args)
+            return pytree.tree_map(lambda y: y.unsqueeze(0) if isinstance(y, torch.Tensor) else y, fn(*single))
+
+        return wrapped
 
     def value_and_grad(self, fn: Callable, has_aux: bool = False) -> Callable:
         """Like ``jax.value_and_grad(fn, has_aux)``: the gradient of the scalar ``fn(params, *args)`` with
@@ -231,12 +308,14 @@ class TorchBackend(EngineBackend):
         return wrapped
 
     def __repr__(self) -> str:
-        return f"TorchBackend(torch={torch.__version__}, threads={torch.get_num_threads()})"
+        return (f"TorchBackend(torch={torch.__version__}, threads={torch.get_num_threads()}, "
+                f"fee_path={self.fee_path!r})")
 
 
-def make_backend() -> TorchBackend:
-    """The torch backend (sets ``torch.set_num_threads(1)``, see the module docstring)."""
-    return TorchBackend()
+def make_backend(num_threads: int | None = 1, fee_path: str = "auto") -> TorchBackend:
+    """The torch backend (by default sets ``torch.set_num_threads(1)``, see the module docstring);
+    ``fee_path`` as in :class:`TorchBackend`."""
+    return TorchBackend(num_threads=num_threads, fee_path=fee_path)
 
 
 __all__ = ["TorchBackend", "make_backend", "torch_dtype"]

@@ -15,24 +15,12 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from tfmm.core.memory import MINUTES_PER_DAY, lambda_from_memory_days
+from tfmm.core.memory import MINUTES_PER_DAY
+from tfmm.specs import lambda_cap  # a Python float, shared with the parameter checks of the specs
 
 LN2 = math.log(2.0)
 
 
-def lambda_cap(chunk_period: int, max_memory_days: float) -> float:
-    """The largest decay allowed: lambda(max_memory_days) for chunks of ``chunk_period`` minutes.
-
-    Cardano's root (tfmm.core.memory) refined by Newton steps on ``y u^3 + u - 1 = 0``, ``u = 1 - lambda``,
-    ``y = (m 1440 / (2c))^3 / 6``: the two cube roots of Cardano's formula cancel for long memories in
-    short chunks (``1 - lambda`` off by 2e-6 relative at 365 days, c = 1); after refinement it is exact to
-    a few ulp.
-    """
-    y = (float(max_memory_days) * MINUTES_PER_DAY / (2.0 * chunk_period)) ** 3 / 6.0
-    u = 1.0 - float(lambda_from_memory_days(max_memory_days, chunk_period))
-    for _ in range(3):
-        u -= (y * u ** 3 + u - 1.0) / (3.0 * y * u * u + 1.0)
-    return 1.0 - u
 
 
 def lambdas(logit_lambda: Any, chunk_period: int, max_memory_days: float, bk: Any) -> Any:
@@ -71,11 +59,17 @@ def exponent(raw_exponent: Any, bk: Any) -> Any:
 
 
 def signed_power(x: Any, q: Any, bk: Any) -> Any:
-    """sign(x) |x|^q = sign(x) exp(q log|x|), 0 at x = 0 with finite gradients (double where)."""
+    """sign(x) |x|^q = sign(x) exp(q log|x|), 0 at x = 0 with finite gradients (double where).
+
+    The sign is a ``where`` on ``x > 0``, not ``xp.sign``: array-api-compat's torch ``sign`` writes NaNs
+    through a boolean-mask index, which ``torch.func.vmap`` cannot batch.
+    """
     xp = bk.xp
     nonzero = x != 0
     safe = bk.where(nonzero, xp.abs(x), xp.ones_like(x))
-    return bk.where(nonzero, xp.sign(x) * xp.exp(q * xp.log(safe)), xp.zeros_like(x))
+    magnitude = xp.exp(q * xp.log(safe))
+    signed = bk.where(x > 0, magnitude, -magnitude)
+    return bk.where(nonzero, signed, xp.zeros_like(x))
 
 
 def centred(k: Any, s: Any, bk: Any) -> Any:
@@ -88,8 +82,12 @@ def centred(k: Any, s: Any, bk: Any) -> Any:
 
 
 def param(params: Mapping[str, Any], name: str, like: Any, bk: Any) -> Any:
-    """params[name] as an array of ``like``'s dtype (one dtype end to end)."""
-    return bk.xp.asarray(params[name], dtype=like.dtype)
+    """params[name] as an array of ``like``'s dtype (one dtype end to end); an array already of that dtype
+    is returned as it is (no copy, and no detach question for a torch tensor that requires grad)."""
+    value = params[name]
+    if getattr(value, "dtype", None) == like.dtype:
+        return value
+    return bk.xp.asarray(value, dtype=like.dtype)
 
 
 __all__ = [
