@@ -17,6 +17,7 @@ from tfmm.data import (
     Gap,
     PriceGapError,
     Prices,
+    SamplingIntervalError,
     align_prices,
     equicorrelation_sqrt,
     example_prices,
@@ -181,9 +182,12 @@ def test_wide_parquet_holds_one_asset_per_column(tmp_path):
     original = synthetic_prices(n_assets=2, n_minutes=100, seed=1)
     wide = pd.DataFrame({"timestamp": original.timestamps, "X": original.values[:, 0], "Y": original.values[:, 1]})
     wide.to_parquet(tmp_path / "pair.parquet")
-    loaded = load_prices(tmp_path / "pair.parquet")
+    loaded = load_prices(tmp_path / "pair.parquet", layout="wide")
     assert loaded.assets == ("X", "Y")
     np.testing.assert_array_equal(loaded.values, original.values)
+    # without the explicit layout a file with no close column is an error (issue 14, item 6)
+    with pytest.raises(ValueError, match=r"pair.parquet: no 'close' column .*layout='wide'"):
+        load_prices(tmp_path / "pair.parquet")
 
 
 def test_explicit_files_keep_their_order_and_assets_select(tmp_path):
@@ -335,16 +339,25 @@ def test_alignment_matches_a_pandas_reference(masks):
         return
     window = table.loc[start:end]
     common = window.dropna()
-    if len(common) >= 2:
+    if len(common) >= 2 and pd.Series(np.diff(common.index.to_numpy())).mode().min() == 60:
         dropped = align_prices(series, gaps="drop")
         np.testing.assert_array_equal(dropped.timestamps, common.index.to_numpy())
         np.testing.assert_array_equal(dropped.values, common.to_numpy())
+        jumps = np.diff(common.index.to_numpy()) // 60 - 1
+        assert len(dropped.time_jumps) == int((jumps > 0).sum()) and dropped.skipped_minutes == int(jumps.sum())
+    elif len(common) >= 2:  # the common rows are mostly more than a minute apart: not minute data
+        with pytest.raises(SamplingIntervalError, match="not 60 s"):
+            align_prices(series, gaps="drop")
     else:
         with pytest.raises(ValueError, match="fewer than two timestamps have a price"):
             align_prices(series, gaps="drop")
     union = window.index.to_numpy()
     step = pd.Series(np.diff(union)).mode().min()  # most common step, smallest on ties
-    if np.all((union - start) % step == 0):
+    if step != 60:  # rows are minutes, or it is an error (issue 14, item 2)
+        for policy in ("error", "ffill"):
+            with pytest.raises(SamplingIntervalError, match=f"rows are {step} s .* apart"):
+                align_prices(series, gaps=policy)
+    elif np.all((union - start) % step == 0):
         grid = np.arange(start, end + 1, step)
         reference = table.reindex(table.index.union(grid)).ffill().loc[grid]
         filled = align_prices(series, gaps="ffill")

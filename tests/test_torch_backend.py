@@ -237,9 +237,7 @@ def _affine(left, right):
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(1, 40), m=st.integers(1, 3), axis=st.sampled_from([0, 1]), seed=st.integers(0, 2**16))
 def test_associative_scan_equals_sequential(n, m, axis, seed):
-    import tfmm.backend as registry
-
-    tbk = registry._load("torch")
+    tbk = tfmm.get_backend("torch")
     rng = np.random.default_rng(seed)
     shape = (n, m) if axis == 0 else (m, n)
     a, b = rng.uniform(0.5, 1.0, shape), rng.normal(size=shape)
@@ -328,9 +326,7 @@ def test_stop_gradient(tbk):
 @settings(max_examples=25, deadline=None)
 @given(dim=st.integers(1, 12), data=st.data())
 def test_dynamic_slice_like_jax(dim, data):
-    import tfmm.backend as registry
-
-    tbk = registry._load("torch")
+    tbk = tfmm.get_backend("torch")
     size = data.draw(st.integers(1, dim))
     start = data.draw(st.integers(-2 * dim - 2, dim + 3))
     x = np.arange(dim * 2, dtype=np.float64).reshape(dim, 2)
@@ -340,8 +336,8 @@ def test_dynamic_slice_like_jax(dim, data):
     np.testing.assert_array_equal(_np(tbk.dynamic_slice(_t(x), start, size, axis=0)), expected)
     np.testing.assert_array_equal(_np(tbk.dynamic_slice(_t(x), _t(np.int64(start)), size, axis=0)), expected)
     np.testing.assert_array_equal(_np(tbk.dynamic_slice(_t(x.T), _t(np.int32(start)), size, axis=1)), expected.T)
-    if "jax" in registry.available_backends():
-        jbk = registry._load("jax")
+    if "jax" in tfmm.available_backends():
+        jbk = tfmm.get_backend("jax")
         np.testing.assert_array_equal(np.asarray(jbk.dynamic_slice(x, start, size, axis=0)), expected)
 
 

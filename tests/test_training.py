@@ -108,12 +108,13 @@ def _cfg(**kw):
 
 def test_forced_nan_stops_with_report():
     prices, pool, strategy = _small_setup()
-    # An absurd learning rate drives log_k to ~1e4 after one step: k = 2^log_k overflows to inf.
+    # An absurd learning rate drives log_k to ~1e4 after one step: k = 2^log_k overflows to inf. The update
+    # of step 0 that does it is caught at once (the parameters leave their range), not at step 1's NaN.
     cfg = _cfg(learning_rate=1e4, clip_norm=None, n_sets=1)
     with pytest.raises(training.TrainingDivergedError) as info:
         tfmm.train(prices, strategy, pool, cfg, progress=False)
     report = info.value.report
-    assert report["step"] >= 1 and report["set"] == 0
+    assert report["step"] >= 0 and report["set"] == 0
     assert len(report["starts"]) == cfg.batch_size
     assert "first non-finite quantity" in str(info.value)
     assert report["first_nonfinite"]
@@ -121,11 +122,12 @@ def test_forced_nan_stops_with_report():
 
 def test_skip_policy_recovers_with_reset_state():
     prices, pool, strategy = _small_setup()
-    # Set 1 starts with k = 2^2000 = inf: its weights saturate at the guardrails, so its objective is finite
-    # but its gradient is not; every step of it must be skipped, with its optimizer state reset, while set 0
-    # trains normally.
+    # Set 1 starts with lambda = sigmoid(-700) ~ 1e-304 (in range: > 0 in float64): its pool barely moves, so
+    # its objective is finite, but the gradient through log(lambda) is not; every step of it must be skipped,
+    # with its optimizer state reset, while set 0 trains normally. (k = 2^2000 = inf, the old way to force
+    # this, is now refused when the strategy is built.)
     params = {k: np.stack([v, v]) for k, v in strategy.params.items()}
-    params["log_k"][1] = 2000.0
+    params["logit_lambda"][1] = -700.0
     cfg = _cfg(n_sets=2, nan_policy="skip", n_iterations=4)
     result = tfmm.train(prices, strategy.with_params(params), pool, cfg, progress=False)
     hist = result.history
@@ -135,30 +137,50 @@ def test_skip_policy_recovers_with_reset_state():
     assert result.extras["updates_applied"].tolist() == [4, 0]
     assert np.isfinite(result.test["daily_log_sharpe"])
     # the skipped set's parameters were never moved by a non-finite update
-    assert result.strategies_per_set[1].params["log_k"][0] == 2000.0
+    assert result.strategies_per_set[1].params["logit_lambda"][0] == -700.0
 
 
-def test_same_seed_same_result_and_resume(tmp_path):
+@pytest.fixture(scope="module")
+def interrupted_run(tmp_path_factory):
+    """A run of ``_cfg()`` (6 steps, checkpoints every 2) interrupted by Ctrl-C during step 5: its folder
+    holds the checkpoint of step 4. Returns (folder, prices, pool, strategy, cfg)."""
     prices, pool, strategy = _small_setup()
     cfg = _cfg()
+    folder = tmp_path_factory.mktemp("interrupted") / "run"
+    original = training.sample_starts
+
+    def interrupt_at_step_5(candidates, batch_size, step, seed, sampling):
+        if step == 5:
+            raise KeyboardInterrupt
+        return original(candidates, batch_size, step, seed, sampling)
+
+    training.sample_starts = interrupt_at_step_5
+    try:
+        with tfmm.use("jax"), pytest.raises(training.TrainingInterrupted) as info:
+            tfmm.train(prices, strategy, pool, cfg, run_dir=folder, progress=False)
+    finally:
+        training.sample_starts = original
+    assert isinstance(info.value, KeyboardInterrupt)
+    assert (info.value.step, info.value.checkpoint_step) == (5, 4)
+    assert "last checkpoint (step 4)" in str(info.value) and str(folder) in str(info.value)
+    return folder, prices, pool, strategy, cfg
+
+
+def test_same_seed_same_result_and_resume(interrupted_run):
+    folder, prices, pool, strategy, cfg = interrupted_run
     a = tfmm.train(prices, strategy, pool, cfg, progress=False)
     b = tfmm.train(prices, strategy, pool, cfg, progress=False)
     for k in a.strategy.params:
         np.testing.assert_array_equal(a.strategy.params[k], b.strategy.params[k])
     np.testing.assert_array_equal(a.history["objective"].to_numpy(), b.history["objective"].to_numpy())
-    # interrupted run: stop after 4 steps (the checkpoint at step 4), then resume to 6
-    short = _cfg(n_iterations=4)
-    tfmm.train(prices, strategy, pool, short, run_dir=tmp_path / "run", progress=False)
-    import pickle
-
-    ckpt = pickle.loads((tmp_path / "run" / "checkpoint.pkl").read_bytes())
-    assert ckpt["step"] == 4
-    ckpt["config"] = cfg.to_dict()  # continue the same run with its full length
-    (tmp_path / "run" / "checkpoint.pkl").write_bytes(pickle.dumps(ckpt))
-    resumed = tfmm.train(prices, strategy, pool, cfg, resume=tmp_path / "run", progress=False)
+    # the interrupted run resumes from its step-4 checkpoint to the result of the uninterrupted one
+    assert training.read_checkpoint(folder / "checkpoint.npz")["step"] == 4
+    resumed = tfmm.train(prices, strategy, pool, cfg, run_dir=folder, resume=folder, progress=False)
+    # a resumed run repeats the same computations on the same inputs: bit for bit (subnormals flush alike)
     np.testing.assert_allclose(resumed.history["objective"].to_numpy(), a.history["objective"].to_numpy(), rtol=0, atol=0)
     for k in a.strategy.params:
         np.testing.assert_array_equal(a.strategy.params[k], resumed.strategy.params[k])
+    assert training.read_checkpoint(folder / "checkpoint.npz")["step"] == 6
 
 
 def test_run_dir_contents(tmp_path):
@@ -166,7 +188,7 @@ def test_run_dir_contents(tmp_path):
     result = tfmm.train(prices, strategy, pool, _cfg(n_iterations=3), run_dir=tmp_path / "r", progress=False)
     names = {p.name for p in (tmp_path / "r").iterdir()}
     assert {"config.toml", "log.csv", "best_params.toml", "metrics.json", "training.png", "weights.png",
-            "value.png", "checkpoint.pkl"} <= names
+            "value.png", "checkpoint.npz"} <= names
     back = tfmm.load_config(tmp_path / "r" / "best_params.toml")["strategy"]
     np.testing.assert_array_equal(back.params["log_k"], result.strategy.params["log_k"])
     assert {"step", "objective", "grad_norm", "learning_rate", "grad_norm_log_k", "objective_set0"} <= set(result.history.columns)
@@ -183,3 +205,119 @@ def test_training_on_trending_series_raises_validation_objective():
     result = tfmm.train(prices, strategy, pool, cfg, progress=False)
     assert result.validation["returns"] > before + 0.05
     assert (result.strategy.params["log_k"] > strategy.params["log_k"]).all()  # learned to follow the trend harder
+
+
+# --- issue 14: non-finite states, run folders, checkpoints -------------------------------------------------
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_huge_learning_rate_never_makes_out_of_range_params_best(tmp_path):
+    """lr = 1e6 throws every update to logit_lambda = +-1e6 or log_k = +-1e6: lambda = 0 or k = inf give NaN
+    weights with finite values, and such parameters used to be written to best_params.toml. Now each such
+    update counts as non-finite: skipped (reverted) under nan_policy="skip", never the best."""
+    from tfmm.specs import parameter_problems
+
+    prices, pool, strategy = _small_setup()
+    cfg = _cfg(learning_rate=1e6, nan_policy="skip", n_iterations=3, eval_every=1)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.toml").write_text("# an older run\n")
+    (folder / "evaluations.csv").write_text("stale\n")
+    result = tfmm.train(prices, strategy, pool, cfg, run_dir=folder, progress=False, overwrite=True)
+    assert (result.history["skipped_sets"] == cfg.n_sets).all()
+    assert result.extras["updates_applied"].tolist() == [0, 0]
+    for s in result.strategies_per_set:
+        assert parameter_problems(s.name, s.params, pool.chunk_period, s.max_memory_days) == [None]
+        assert np.all(np.abs(s.params["logit_lambda"]) < 10) and np.all(np.abs(s.params["log_k"]) < 10)
+    best = tfmm.load_config(folder / "best_params.toml")["strategy"]  # builds (validates) the strategy
+    np.testing.assert_array_equal(best.params["logit_lambda"], result.strategy.params["logit_lambda"])
+    assert (folder / "evaluations.csv").read_text() != "stale\n"  # the old run's files were replaced
+    import json
+
+    metrics = json.loads((folder / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
+    assert metrics["selected_on"] == "validation" and np.isfinite(metrics["validation"]["daily_log_sharpe"])
+
+
+def test_huge_learning_rate_raise_names_the_parameter():
+    prices, pool, strategy = _small_setup()
+    cfg = _cfg(learning_rate=1e6, n_sets=1, n_iterations=2)
+    with pytest.raises(training.TrainingDivergedError, match=r"step 0, parameter set 0.*params\['log") as info:
+        tfmm.train(prices, strategy, pool, cfg, progress=False)
+    assert info.value.report["step"] == 0 and "invalid" in info.value.report["first_nonfinite"]
+
+
+def test_nonfinite_validation_is_never_best():
+    """A set whose validation simulation is non-finite (lambda = sigmoid(-120) rounds to 0 in float32) gets
+    -inf, so it can never become the best; under nan_policy="raise" it stops training."""
+    prices, pool, strategy = _small_setup()
+    params = {"log_k": np.array([[1.0, 1.0], [1.0, 1.0]]), "logit_lambda": np.array([[3.0, 3.0], [-120.0, -120.0]])}
+    cfg = _cfg(nan_policy="skip", dtype="float32")
+    periods = training.make_periods(prices.n_rows, strategy, pool, cfg)
+    found = []
+    values = training._validate_sets(prices, strategy, pool, cfg, periods, params, 3, found)
+    assert np.isfinite(values[0]) and values[1] == -np.inf
+    assert found == [{"step": 3, "set": 1, "reason": found[0]["reason"]}] and "non-finite weights" in found[0]["reason"]
+    with pytest.raises(training.TrainingDivergedError, match="non-finite validation at step 3, parameter set 1"):
+        training._validate_sets(prices, strategy, pool, _cfg(dtype="float32"), periods, params, 3, [])
+
+
+def test_a_folder_holding_a_run_is_refused_and_left_untouched(tmp_path):
+    prices, pool, strategy = _small_setup()
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "log.csv").write_text("step,objective\n0,1.0\n")
+    (folder / "notes.txt").write_text("mine")
+    before = _snapshot(folder)
+    with pytest.raises(FileExistsError, match=r"already holds a training run \(log.csv\).*overwrite"):
+        tfmm.train(prices, strategy, pool, _cfg(), run_dir=folder, progress=False)
+    assert _snapshot(folder) == before
+    # split (1, 0, 0) says that the parameters are then selected on the training period (checked first)
+    with pytest.warns(UserWarning, match="selected on the training period"), pytest.raises(FileExistsError):
+        tfmm.train(prices, strategy, pool, _cfg(split=(1.0, 0.0, 0.0)), run_dir=folder, progress=False)
+    assert _snapshot(folder) == before
+
+
+def test_resume_checks_prices_strategy_pool_and_config(interrupted_run, tmp_path):
+    import shutil
+
+    folder, prices, pool, strategy, cfg = interrupted_run
+    copy = tmp_path / "run"
+    shutil.copytree(folder, copy)
+    before = _snapshot(copy)
+    other_prices = synthetic_prices(n_assets=2, n_minutes=prices.n_rows, seed=99, vol=0.6)
+    other_strategy = strategy.with_params({k: v + 0.1 for k, v in strategy.params.items()})
+    cases = [
+        ((other_prices, strategy, pool, cfg), "prices"),
+        ((prices, other_strategy, pool, cfg), "strategy"),
+        ((prices, strategy, tfmm.Pool(fee=0.001, chunk_period=60, max_change=1e-3), cfg), "pool"),
+        ((prices, strategy, pool, _cfg(learning_rate=0.5)), r"TrainConfig \(learning_rate\)"),
+    ]
+    for args, what in cases:
+        with pytest.raises(training.CheckpointError, match=f"cannot resume from .*checkpoint.npz: it was written "
+                                                           f"for other {what}"):
+            tfmm.train(*args, run_dir=copy, resume=copy, progress=False)
+        assert _snapshot(copy) == before  # a rejected resume writes nothing
+
+
+def test_corrupt_or_pickled_checkpoint_is_a_clear_error(interrupted_run, tmp_path):
+    import shutil
+
+    folder, prices, pool, strategy, cfg = interrupted_run
+    copy = tmp_path / "run"
+    shutil.copytree(folder, copy)
+    ckpt = copy / "checkpoint.npz"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    with pytest.raises(training.CheckpointError, match=f"checkpoint {ckpt} is corrupt or not a tfmm checkpoint"):
+        tfmm.train(prices, strategy, pool, cfg, run_dir=copy, resume=copy, progress=False)
+    np.savez(ckpt, meta=np.array('{"format": "something else"}'))
+    with pytest.raises(training.CheckpointError, match="corrupt or not a tfmm checkpoint"):
+        training.read_checkpoint(ckpt)
+    ckpt.unlink()
+    (copy / "checkpoint.pkl").write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(training.CheckpointError, match=r"checkpoint.pkl is a pickle .*not loaded"):
+        tfmm.train(prices, strategy, pool, cfg, run_dir=copy, resume=copy, progress=False)
+    (copy / "checkpoint.pkl").unlink()
+    with pytest.raises(training.CheckpointError, match="no checkpoint to resume from"):
+        tfmm.train(prices, strategy, pool, cfg, run_dir=copy, resume=copy, progress=False)

@@ -182,7 +182,66 @@ def simulate(
     may carry a leading parameter-set axis; results then have leading axes (sets, starts).
     """
     request = make_request(prices, strategy, pool, start, length, mode, smoothing, dtype)
-    return get_backend().simulate(request)
+    sim = get_backend().simulate(request)
+    check_finite(sim)
+    return sim
+
+
+def _host(x: Any) -> np.ndarray:
+    """A backend array as numpy (torch tensors are detached and moved to the CPU)."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+    return np.asarray(x)
+
+
+class NonFiniteSimulationError(ValueError):
+    """A simulation produced a non-finite weight, reserve or value (``quantity``, bout ``row``, ``set`` and
+    ``start`` say where). Never returned as finite metrics: see :func:`check_finite`."""
+
+    def __init__(self, message: str, quantity: str, row: int, set_index: int | None, start: int) -> None:
+        super().__init__(message)
+        self.quantity, self.row, self.set_index, self.start = quantity, row, set_index, start
+
+
+def check_finite(sim: Simulation) -> None:
+    """Raise :class:`NonFiniteSimulationError` naming the first non-finite weight, reserve or value.
+
+    The earliest bout row wins (weights before reserves before values on the same row); batched
+    simulations also name the parameter set and the bout start. A pool whose weights are NaN trades
+    nothing, so its values and metrics stay finite: without this check it would look like a result.
+    """
+    request = sim.request
+    found = []
+    for order, name in enumerate(("weights", "reserves", "values")):
+        arr = _host(getattr(sim, name))
+        finite = np.isfinite(arr)
+        if finite.all():
+            continue
+        bad = ~finite if name == "values" else ~finite.all(axis=-1)  # (..., rows)
+        hit = np.argwhere(np.moveaxis(bad, -1, 0))[0]  # the earliest row first, then the lowest set/start
+        row, lead = int(hit[0]), tuple(int(i) for i in hit[1:])
+        found.append((row, order, name, lead, arr[lead + (row,)]))
+    if not found:
+        return
+    row, _, name, lead, sample = min(found, key=lambda f: (f[0], f[1]))
+    n_sets = request.strategy.n_sets if request is not None else None
+    set_index = lead[0] if n_sets is not None and lead else None
+    start_pos = lead[-1] if request is not None and request.batched_starts and lead else 0
+    start = int(request.starts[start_pos]) if request is not None else 0
+    where = [f"bout row {row} (price row {start + row})"]
+    if set_index is not None:
+        where.append(f"parameter set {set_index}")
+    if request is not None and request.batched_starts:
+        where.append(f"bout start {start}")
+    shown = np.asarray(sample).tolist()
+    hint = ("; float32 has a narrower range than float64: try dtype='float64'"
+            if request is not None and request.dtype == "float32" else "")
+    raise NonFiniteSimulationError(
+        f"the {sim.mode}-mode simulation on backend {sim.backend!r} produced non-finite {name} at "
+        f"{', '.join(where)}: {shown}; the strategy's parameters or the prices take the pool outside the "
+        f"range its arithmetic can represent{hint}",
+        name, row, set_index, start,
+    )
 
 
 def check_objective_length(objective: str, length: int) -> None:
@@ -228,4 +287,7 @@ def value_and_grad(
     return get_backend().value_and_grad_objective(request, objective)
 
 
-__all__ = ["SimulationRequest", "Simulation", "make_request", "simulate", "metrics", "value_and_grad"]
+__all__ = [
+    "SimulationRequest", "Simulation", "NonFiniteSimulationError", "check_finite", "make_request", "simulate",
+    "metrics", "value_and_grad",
+]

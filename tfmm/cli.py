@@ -3,7 +3,8 @@
 Each subcommand NAME has ``_add_NAME(subparsers)``, which declares its arguments, and ``_cmd_NAME(args) -> int``,
 which runs it and returns the exit status; :func:`build_parser` calls every function listed in ``_SUBCOMMANDS``.
 Commands import what they need (jax, torch) inside their own function, so ``tfmm data`` never loads a backend.
-Errors a user can fix (a missing file, a malformed column) print one line on stderr and give exit status 1.
+Errors a user can fix (a missing file, a malformed column, a typo in a run file, a diverged run) print one line
+on stderr and give exit status 1; Ctrl-C gives 130 and, for ``train``, says how to resume.
 ``tfmm data`` is a report: gaps found under ``--gaps error`` are listed and the status is still 0.
 """
 
@@ -11,9 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
+import tempfile
+import traceback
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Callable
 
 import tfmm
@@ -134,7 +139,10 @@ def _add_data(subparsers: Any) -> None:
                    help="CSV (.csv, .csv.gz) or parquet files with columns timestamp, close; or folders of them")
     p.add_argument("--assets", default=None, help="comma-separated asset names to keep, in this order")
     p.add_argument("--gaps", choices=_data.GAP_POLICIES, default="error",
-                   help="alignment policy: error (list the gaps), ffill (forward-fill) or drop (common rows only)")
+                   help="alignment policy: error (list the gaps), ffill (forward-fill) or drop (common rows only; "
+                        "time then jumps over the gaps)")
+    p.add_argument("--layout", choices=_data.LAYOUTS, default="close",
+                   help="close: columns timestamp, close (one asset per file); wide: one asset per column")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_cmd_data)
 
@@ -157,7 +165,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
             print(_data.format_summary(summary, "bundled example data (Binance market data)"))
         return 0
     assets = None if args.assets is None else [a.strip() for a in args.assets.split(",") if a.strip()]
-    series = _data.read_price_files(args.paths, assets)
+    series = _data.read_price_files(args.paths, assets, layout=args.layout)
     raw = {name: _data.summarize_series(s) for name, s in series.items()}
     result: dict[str, Any] = {"source": [str(p) for p in args.paths], "raw": raw, "policy": args.gaps,
                               "aligned": None, "gaps": [], "note": None}
@@ -165,9 +173,16 @@ def _cmd_data(args: argparse.Namespace) -> int:
         result["note"] = "alignment needs at least two assets"
     else:
         try:
-            result["aligned"] = _data.summarize(_data.align_prices(series, gaps=args.gaps))
+            aligned = _data.summarize(_data.align_prices(series, gaps=args.gaps))
+            result["aligned"] = aligned
+            if aligned["time_jumps"]:
+                result["note"] = (f"gaps={args.gaps}: time jumps {aligned['time_jumps']} times over "
+                                  f"{aligned['skipped_minutes']:,} missing minutes; the simulator reads each "
+                                  f"jump as one minute")
         except _data.PriceGapError as exc:
             result["gaps"] = [g.to_dict() for g in exc.gaps]
+            result["note"] = str(exc)
+        except _data.SamplingIntervalError as exc:  # a report: say why the files cannot be simulated
             result["note"] = str(exc)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -190,27 +205,71 @@ def _cmd_data(args: argparse.Namespace) -> int:
 #
 # simulate, train, evaluate and diagnose read one TOML run file: tables [pool], [strategy], optional
 # [smoothing] and [train] (tfmm.to_toml writes them), and [data]: paths = [...] (files or folders; absent
-# or "bundled" = the bundled BTC/ETH set), assets, gaps; [run]: backend, start, length, mode, dtype.
+# or "bundled" = the bundled BTC/ETH set), assets, gaps, layout; [run]: backend, start, length, mode, dtype.
+# An unknown table or key is an error naming it, its table and the nearest valid name; a value of the
+# wrong type is an error too (never truncated: start = 1.7 is refused, not read as 1).
+
+RUN_TABLES = ("data", "run", "pool", "strategy", "smoothing", "train")
+DATA_KEYS = ("paths", "assets", "gaps", "layout")
+RUN_KEYS = ("backend", "start", "length", "mode", "dtype")
+
+
+def _check_run_table(path: str, table: str, values: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
+    from tfmm.specs import check_keys
+
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: [{table}] must be a table, got {type(values).__name__} {values!r}")
+    check_keys(table, values, allowed, source=path)
+    return dict(values)
+
+
+def _string_list(path: str, where: str, value: Any) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(isinstance(v, str) for v in items):
+        raise TypeError(f"{path}: {where} must be a string or a list of strings, got {type(value).__name__} "
+                        f"{value!r}")
+    return items
+
+
+def _run_integer(path: str, key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{path}: [run] {key} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{path}: [run] {key}={value} is invalid: allowed an integer >= {minimum}")
+    return value
 
 
 def _load_run(path: str) -> dict[str, Any]:
     from tfmm.specs import load_config
 
-    cfg = load_config(path)
+    cfg = load_config(path, tables=RUN_TABLES)
     for key in ("pool", "strategy"):
         if key not in cfg:
             raise ValueError(f"{path}: the run file needs a [{key}] table")
-    data_cfg = dict(cfg.get("data", {}))
-    paths = data_cfg.get("paths", "bundled")
-    if paths == "bundled" or paths == ["bundled"]:
+    data_cfg = _check_run_table(path, "data", cfg.get("data", {}), DATA_KEYS)
+    run = _check_run_table(path, "run", cfg.get("run", {}), RUN_KEYS)
+    for key in ("backend", "mode", "dtype"):
+        if key in run and not isinstance(run[key], str):
+            raise TypeError(f"{path}: [run] {key} must be a string, got {type(run[key]).__name__} {run[key]!r}")
+    if "start" in run:
+        _run_integer(path, "start", run["start"], 0)
+    if "length" in run:
+        _run_integer(path, "length", run["length"], 2)
+    for key in ("gaps", "layout"):
+        if key in data_cfg and not isinstance(data_cfg[key], str):
+            raise TypeError(f"{path}: [data] {key} must be a string, got {type(data_cfg[key]).__name__} "
+                            f"{data_cfg[key]!r}")
+    assets = _string_list(path, "[data] assets", data_cfg["assets"]) if "assets" in data_cfg else None
+    paths = _string_list(path, "[data] paths", data_cfg.get("paths", "bundled"))
+    if paths == ["bundled"]:
         prices = _data.example_prices()
-        if data_cfg.get("assets"):
-            prices = prices.select(data_cfg["assets"])
+        if assets:
+            prices = prices.select(assets)
     else:
-        paths = [paths] if isinstance(paths, str) else list(paths)
-        prices = _data.load_prices(paths, assets=data_cfg.get("assets"), gaps=data_cfg.get("gaps", "error"))
+        prices = _data.load_prices(paths, assets=assets, gaps=data_cfg.get("gaps", "error"),
+                                   layout=data_cfg.get("layout", "close"))
     cfg["prices"] = prices
-    cfg["run"] = dict(cfg.get("run", {}))
+    cfg["run"] = run
     return cfg
 
 
@@ -225,9 +284,22 @@ def _backend_name(args: argparse.Namespace, run: dict[str, Any]) -> str:
 
 
 def _write_json(path: Any, obj: Any) -> None:
-    from pathlib import Path
+    """Strict JSON: NaN and infinities are written as null (``json.loads`` and other readers accept it)."""
+    from tfmm.training import write_json
 
-    Path(path).write_text(json.dumps(obj, indent=2, default=float))
+    write_json(path, obj)
+
+
+def _check_writable(out: Path) -> None:
+    """Create ``out`` and write a probe file there, so a run never fails at the end for want of a folder."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".tfmm-write-check-"):
+            pass
+    except OSError as exc:
+        raise PermissionError(f"--out {out} is not writable ({exc.strerror or exc})") from None
 
 
 def _add_simulate(subparsers: Any) -> None:
@@ -240,14 +312,12 @@ def _add_simulate(subparsers: Any) -> None:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     cfg = _load_run(args.config)
     run = cfg["run"]
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_writable(out)  # before the simulation, not after it
     with tfmm.use(_backend_name(args, run)):
-        sim = tfmm.simulate(cfg["prices"], cfg["strategy"], cfg["pool"], start=int(run.get("start", 0)),
+        sim = tfmm.simulate(cfg["prices"], cfg["strategy"], cfg["pool"], start=run.get("start", 0),
                             length=run.get("length"), mode=run.get("mode", "exact"), smoothing=cfg.get("smoothing"),
                             dtype=run.get("dtype", "float64"))
         metrics = tfmm.metrics(sim)
@@ -267,17 +337,26 @@ def _add_train(subparsers: Any) -> None:
                                           "folder gets config, log CSV, checkpoints, best parameters, metrics "
                                           "and plots.")
     _add_config_args(p, "runs/train")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint (same run file required)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run that --out already holds (default: refuse)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite exclude each other")
     cfg = _load_run(args.config)
     config = cfg.get("train", tfmm.TrainConfig())
     with tfmm.use(_backend_name(args, cfg["run"])):
         result = tfmm.train(cfg["prices"], cfg["strategy"], cfg["pool"], config, run_dir=args.out,
-                            resume=args.out if args.resume else None, progress=not args.quiet)
+                            resume=args.out if args.resume else None, progress=not args.quiet,
+                            overwrite=args.overwrite)
+    if result.extras.get("selected_on") == "train":
+        print("note: no validation period (split has validation 0): the best parameters were selected on the "
+              "training period itself")
     print(f"best set {result.best_set}; validation {config.objective} = "
           f"{result.validation.get(config.objective, float('nan')):.6g}; test {config.objective} = "
           f"{result.test.get(config.objective, float('nan')):.6g}")
@@ -300,10 +379,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from tfmm.specs import load_config
 
     cfg = _load_run(args.config)
-    strategy = load_config(args.params)["strategy"] if args.params else cfg["strategy"]
+    if args.params:
+        params_file = load_config(args.params)
+        if "strategy" not in params_file:
+            raise ValueError(f"{args.params}: no [strategy] table to evaluate")
+        strategy = params_file["strategy"]
+    else:
+        strategy = cfg["strategy"]
     run, prices, pool = cfg["run"], cfg["prices"], cfg["pool"]
-    start = int(run.get("start", 0))
-    length = int(run.get("length") or prices.n_rows - start)
+    start = run.get("start", 0)
+    if start > prices.n_rows - 2:
+        raise ValueError(f"{args.config}: [run] start={start} is invalid: prices have {prices.n_rows} rows")
+    length = run.get("length") or prices.n_rows - start
+    if args.out:
+        _check_writable(Path(args.out))
     with tfmm.use(_backend_name(args, run)):
         rows = {strategy.name: tfmm.metrics(tfmm.simulate(prices, strategy, pool, start=start, length=length))}
         for name, sim in baseline_simulations(prices, pool, start, length, prices.n_assets).items():
@@ -313,9 +402,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     for m in names:
         print(f"{m:<28}" + "".join(f"{rows[k][m]:>22.6g}" for k in rows))
     if args.out:
-        from pathlib import Path
-
-        Path(args.out).mkdir(parents=True, exist_ok=True)
         _write_json(Path(args.out) / "evaluation.json", rows)
     return 0
 
@@ -361,8 +447,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Errors a user can cause: bad input (ValueError, TypeError, KeyError), files (OSError), a missing
+# backend (ImportError), a diverged run (TrainingDivergedError, an ArithmeticError). They print one line
+# (a list of gaps follows on indented lines) and give status 1; Ctrl-C gives 130. Anything else is a bug
+# and keeps its traceback. TFMM_TRACEBACK=1 shows the traceback of user errors too.
+USER_ERRORS = (ValueError, TypeError, KeyError, OSError, ImportError, ArithmeticError)
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, KeyError) and len(exc.args) == 1:
+        return f"missing key {exc.args[0]!r}"
+    text = str(exc) or type(exc).__name__
+    lines = text.splitlines()
+    return "\n".join([lines[0]] + [f"  {line.strip()}" for line in lines[1:]])
+
+
+def _interrupted(args: argparse.Namespace, exc: KeyboardInterrupt) -> str:
+    from tfmm.training import CHECKPOINT
+
+    text = f"tfmm {args.command}: interrupted"
+    step = getattr(exc, "step", None)
+    if step is not None:
+        text += f" at step {step}"
+    if args.command == "train" and args.out and (Path(args.out) / CHECKPOINT).exists():
+        ckpt = getattr(exc, "checkpoint_step", None)
+        at = f" (last checkpoint: step {ckpt})" if ckpt is not None else ""
+        text += (f"; resume with --resume: tfmm train --config {args.config} --out {args.out} --resume{at}")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run ``tfmm`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    """Run ``tfmm`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status: 0, 1 for an error
+    the user can fix (one line on stderr, no traceback), 2 for usage, 130 for Ctrl-C."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
@@ -370,8 +486,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
-    except (ValueError, OSError) as exc:
-        print(f"tfmm {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(_interrupted(args, exc), file=sys.stderr)
+        return 130
+    except USER_ERRORS as exc:
+        if os.environ.get("TFMM_TRACEBACK"):
+            traceback.print_exc()
+        print(f"tfmm {args.command}: error: {_error_text(exc)}", file=sys.stderr)
         return 1
 
 

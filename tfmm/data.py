@@ -11,20 +11,27 @@ Decisions where the specification is silent:
 
 - Timestamps are integer unix seconds (UTC) or ISO-8601 strings; strings without an offset are read as
   UTC. Integers above 1e11 (which would be after the year 5000) are taken to be milliseconds by mistake
-  and rejected with an error, rather than silently rescaled.
+  and rejected with an error, rather than silently rescaled, in files and in :class:`Prices` alike.
 - A file with a ``close`` column holds one asset named after the file (``BTCUSDT.csv.gz`` -> ``BTCUSDT``);
-  a file without one holds one asset per column besides ``timestamp`` (the "wide" layout of the bundled
-  parquet). Column names are matched case-insensitively.
+  with ``layout="wide"`` a file holds one asset per column besides ``timestamp`` (the layout of the
+  bundled parquet). Column names are matched case-insensitively.
 - Rows within a file are sorted by time; duplicate timestamps, non-finite or non-positive prices are errors
   that name the file and the first offending row.
 - The grid step is the most common difference between consecutive timestamps (the smallest on ties).
   A gap is a maximal run of grid points where at least one asset has no price; a timestamp off the grid
   is an error under ``"error"`` and ``"ffill"`` (it cannot be placed) and is kept by ``"drop"`` only if
   every asset has it.
-- The step need not be one minute (the shared hourly files load as they are); the simulator reads each row
-  as one minute, so coarser data must be resampled by the caller.
+- Rows are minutes: the simulator reads each row as one minute, so a :class:`Prices` whose timestamps
+  are not one minute apart (the most common difference; hourly files, a 30 s grid built by assets
+  sampled at different seconds) is an error (:class:`SamplingIntervalError`) that says what was found
+  and how to resample. Raw files of any step can still be read and summarised (``tfmm data``).
+- Differences that are whole multiples of a minute are time jumps: ``gaps="drop"`` (or timestamps given
+  with holes) keeps them, and the result records them in ``Prices.time_jumps`` and in :func:`summarize`
+  (``time_jumps``, ``skipped_minutes``), because the simulator then reads the jump as one minute.
 - In a timestamp series that is not on one grid, a difference ``d > step`` counts ``ceil(d / step) - 1``
   missing rows, the grid being continued from the earlier row.
+- A file without a ``close`` column is an error unless ``layout="wide"`` says that every other column is
+  an asset (a candle file ``timestamp,open,volume`` would otherwise become two assets, open and volume).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -51,9 +58,13 @@ class Prices:
     values: Any
     timestamps: Any = None
     assets: Sequence[str] | None = None
+    time_jumps: tuple = field(init=False, default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        values = np.array(self.values, dtype=np.float64)
+        try:
+            values = np.array(self.values, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"values must be a (T, N) array of numbers ({exc})") from None
         if values.ndim != 2 or values.shape[0] < 2 or values.shape[1] < 2:
             raise ValueError(
                 f"values must be a 2-D array (T rows >= 2, N assets >= 2), got shape {values.shape}"
@@ -68,24 +79,40 @@ class Prices:
         if self.timestamps is None:
             timestamps = np.arange(values.shape[0], dtype=np.int64) * 60
         else:
-            timestamps = np.asarray(self.timestamps)
-            if np.issubdtype(timestamps.dtype, np.datetime64):
-                timestamps = timestamps.astype("datetime64[s]").astype(np.int64)
-            timestamps = timestamps.astype(np.int64)
+            timestamps = _timestamp_array(self.timestamps)
         if timestamps.shape != (values.shape[0],):
             raise ValueError(f"timestamps must have shape ({values.shape[0]},), got {timestamps.shape}")
         steps = np.diff(timestamps)
         if np.any(steps <= 0):
             row = int(np.argmax(steps <= 0)) + 1
             raise ValueError(f"timestamps must be strictly increasing; row {row} is not after row {row - 1}")
+        jumps = check_minute_rows(timestamps)
         assets = [f"asset{i}" for i in range(values.shape[1])] if self.assets is None else list(self.assets)
         if len(assets) != values.shape[1] or len(set(assets)) != len(assets):
             raise ValueError(f"assets must be {values.shape[1]} distinct names, got {assets!r}")
+        self._set(values, timestamps, assets, jumps)
+
+    def _set(self, values: np.ndarray, timestamps: np.ndarray, assets: Sequence[str], jumps: Sequence[Gap]) -> None:
         values.setflags(write=False)
         timestamps.setflags(write=False)
         object.__setattr__(self, "values", values)
         object.__setattr__(self, "timestamps", timestamps)
         object.__setattr__(self, "assets", tuple(str(a) for a in assets))
+        object.__setattr__(self, "time_jumps", tuple(jumps))
+
+    @classmethod
+    def _part(cls, values: np.ndarray, timestamps: np.ndarray, assets: Sequence[str]) -> "Prices":
+        """Rows or columns of a validated Prices (no new validation: a slice across a jump of a minute grid
+        may have any most-common step, and is still minute rows)."""
+        out = object.__new__(cls)
+        out._set(np.array(values, dtype=np.float64), np.array(timestamps, dtype=np.int64), assets,
+                 find_gaps(timestamps, MINUTE) if len(timestamps) >= 2 else [])
+        return out
+
+    @property
+    def skipped_minutes(self) -> int:
+        """Minutes missing between consecutive rows (each read as one minute by the simulator)."""
+        return int(sum(g.n_missing for g in self.time_jumps))
 
     @property
     def n_rows(self) -> int:
@@ -100,12 +127,23 @@ class Prices:
 
     def slice(self, start: int, stop: int) -> "Prices":
         """Rows [start, stop) as a new Prices."""
-        return Prices(self.values[start:stop], self.timestamps[start:stop], self.assets)
+        values = self.values[start:stop]
+        if values.shape[0] < 2:
+            raise ValueError(f"slice({start}, {stop}) leaves {values.shape[0]} rows of {self.n_rows}; at least 2 "
+                             f"are needed")
+        return Prices._part(values, self.timestamps[start:stop], self.assets)
 
     def select(self, assets: Sequence[str]) -> "Prices":
         """The given assets, in the given order."""
+        if isinstance(assets, str):
+            raise TypeError(f"assets must be a sequence of names, got the string {assets!r}")
+        missing = [a for a in assets if a not in self.assets]
+        if missing:
+            raise ValueError(f"assets not found: {', '.join(map(str, missing))}; available: {', '.join(self.assets)}")
+        if len(assets) < 2 or len(set(assets)) != len(assets):
+            raise ValueError(f"assets must be at least two distinct names, got {list(assets)!r}")
         idx = [self.assets.index(a) for a in assets]
-        return Prices(self.values[:, idx], self.timestamps, list(assets))
+        return Prices._part(self.values[:, idx], self.timestamps, list(assets))
 
     def to_pandas(self):
         import pandas as pd
@@ -127,6 +165,11 @@ def as_prices(prices: Any) -> Prices:
         timestamps = None
         if isinstance(index, pd.DatetimeIndex):
             timestamps = (index.as_unit("s").asi8 if index.tz is None else index.tz_convert("UTC").as_unit("s").asi8)
+        for column in prices.columns:
+            dtype = prices[column].dtype
+            if not (pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)):
+                raise TypeError(f"DataFrame column {column!r} holds {dtype} values, not prices: every column must "
+                                f"be numeric (one asset per column; put times in a DatetimeIndex)")
         return Prices(prices.to_numpy(dtype=np.float64), timestamps, [str(c) for c in prices.columns])
     return Prices(prices)
 
@@ -141,6 +184,74 @@ EXAMPLE_FILE = "btc_eth_1m_2025.parquet"
 SYNTHETIC_START = 1_735_689_600  # 2025-01-01T00:00:00Z, unix seconds
 _MAX_LISTED_GAPS = 20
 _MILLISECONDS_THRESHOLD = 10**11  # unix seconds this large would be after the year 5000
+MINUTE = 60
+LAYOUTS = ("close", "wide")
+
+
+class SamplingIntervalError(ValueError):
+    """Timestamps that are not one row per minute; ``step`` is the most common difference found (s)."""
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = int(step)
+
+
+def _duration(seconds: int) -> str:
+    """``3600 s (1 hour)``, ``30 s``, ``86400 s (1 day)``."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            n = seconds // size
+            return f"{seconds} s ({n} {unit}{'s' if n != 1 else ''})"
+    return f"{seconds} s"
+
+
+def _timestamp_array(timestamps: Any) -> np.ndarray:
+    """Timestamps given to :class:`Prices` -> int64 unix seconds; no silent truncation or rescaling."""
+    ts = np.asarray(timestamps)
+    if np.issubdtype(ts.dtype, np.datetime64):
+        return ts.astype("datetime64[s]").astype(np.int64)
+    if ts.dtype == object or ts.dtype.kind in "USb":
+        raise TypeError(f"timestamps must be integer unix seconds or datetime64 values, got {ts.dtype} "
+                        f"(parse ISO-8601 text with pandas.to_datetime first)")
+    if ts.dtype.kind == "f":
+        if not (np.isfinite(ts).all() and np.all(ts == np.round(ts))):
+            raise ValueError("timestamps must be whole unix seconds; got fractional or non-finite values")
+    ts = ts.astype(np.int64)
+    if ts.size and int(np.abs(ts).max()) >= _MILLISECONDS_THRESHOLD:
+        raise ValueError(f"timestamps look like unix milliseconds ({int(np.abs(ts).max())}); tfmm reads unix "
+                         f"seconds: divide them by 1000")
+    return ts
+
+
+def check_minute_rows(timestamps: Any, what: str = "prices") -> list["Gap"]:
+    """Rows must be minutes: the most common difference of the (strictly increasing) timestamps is 60 s and
+    every difference is a whole number of minutes. Returns the time jumps (differences above a minute) as
+    :class:`Gap` s; raises :class:`SamplingIntervalError` saying what was found and how to resample."""
+    ts = np.asarray(timestamps, dtype=np.int64)
+    if ts.size < 2:
+        return []
+    step = infer_step(ts)
+    if step != MINUTE:
+        if step > MINUTE and step % MINUTE == 0:
+            how = (f"tfmm simulates one row per minute, so each row would be read as one minute ({step // MINUTE}x "
+                   f"too fast). Use one-minute data, or resample to one row per minute first, e.g. for candles "
+                   f"stamped at their open time, with pandas: frame.shift(freq='{step // MINUTE - 1}min')"
+                   f".resample('1min').ffill() (each close then holds until the next one is known)")
+        else:
+            how = ("tfmm simulates one row per minute: resample to one row per minute first, e.g. with pandas "
+                   "frame.resample('1min').last().dropna(); when the assets are sampled at different seconds past "
+                   "the minute, floor their timestamps to the minute")
+        raise SamplingIntervalError(
+            f"{what}: rows are {_duration(step)} apart (the most common difference between timestamps), not "
+            f"60 s; {how}", step)
+    off = np.nonzero(np.diff(ts) % MINUTE)[0]
+    if off.size:
+        i = int(off[0]) + 1
+        raise SamplingIntervalError(
+            f"{what}: row {i} ({iso_utc(ts[i])}) is {int(ts[i] - ts[i - 1])} s after row {i - 1}, not a whole "
+            f"number of minutes ({off.size} such rows); tfmm simulates one row per minute: floor the timestamps to "
+            f"the minute or resample to one row per minute", MINUTE)
+    return find_gaps(ts, MINUTE)
 
 
 def iso_utc(timestamp: int) -> str:
@@ -261,33 +372,55 @@ def _parse_timestamps(column: Any, source: str) -> np.ndarray:
     return pd.DatetimeIndex(parsed).as_unit("s").asi8.astype(np.int64)
 
 
-def read_price_file(path: str | os.PathLike) -> dict[str, Any]:
+def _check_layout(layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(repr(x) for x in LAYOUTS)}, got {layout!r}")
+
+
+def read_price_file(path: str | os.PathLike, layout: str = "close") -> dict[str, Any]:
     """One price file -> ``{asset: pandas.Series}`` of float64 prices indexed by unix seconds (int64, sorted).
 
-    CSV (optionally gzip-compressed) or parquet. With a ``close`` column the file holds one asset named after
-    the file; without one, every column besides ``timestamp`` is an asset (wide layout).
+    CSV (optionally gzip-compressed) or parquet. layout ``"close"`` (default): a ``timestamp`` and a ``close``
+    column, one asset named after the file (other columns are ignored); ``"wide"``: every column besides
+    ``timestamp`` is an asset named after the column. Errors name the file (and the column).
     """
     import pandas as pd
 
+    _check_layout(layout)
     path = Path(path)
     stem = _asset_stem(path.name)
     if stem is None:
         raise ValueError(f"{path}: unsupported file type; expected one of {', '.join(PRICE_SUFFIXES)}")
     if not path.is_file():
         raise FileNotFoundError(f"no such price file: {path}")
-    frame = pd.read_parquet(path) if path.name.lower().endswith(".parquet") else pd.read_csv(path)
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty (0 bytes)")
+    try:
+        frame = pd.read_parquet(path) if path.name.lower().endswith(".parquet") else pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: no columns (an empty or blank file)") from None
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{path}: cannot be read as {'parquet' if path.suffix == '.parquet' else 'CSV'} "
+                         f"({first})") from None
     columns = {str(c).strip().lower(): c for c in frame.columns}
     if "timestamp" not in columns:
         raise ValueError(f"{path}: no 'timestamp' column (columns: {', '.join(map(str, frame.columns))})")
     if len(frame) == 0:
         raise ValueError(f"{path}: no rows")
     time_column = columns["timestamp"]
-    if "close" in columns:
+    if layout == "close":
+        if "close" not in columns:
+            others = [str(c) for c in frame.columns if c != time_column]
+            raise ValueError(
+                f"{path}: no 'close' column (columns: {', '.join(map(str, frame.columns))}); a price file has "
+                f"columns timestamp, close" + (f"; if {', '.join(others)} are each an asset's price, pass "
+                                               f"layout='wide'" if others else ""))
         price_columns = {stem: columns["close"]}
     else:
         price_columns = {str(c).strip(): c for c in frame.columns if c != time_column}
         if not price_columns:
-            raise ValueError(f"{path}: no 'close' column and no price columns besides 'timestamp'")
+            raise ValueError(f"{path}: layout='wide' but no price columns besides 'timestamp'")
     ts = _parse_timestamps(frame[time_column], str(path))
     order = np.argsort(ts, kind="stable")
     ts = ts[order]
@@ -334,13 +467,15 @@ def _price_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list
 
 
 def read_price_files(
-    paths: str | os.PathLike | Iterable[str | os.PathLike], assets: Sequence[str] | None = None
+    paths: str | os.PathLike | Iterable[str | os.PathLike], assets: Sequence[str] | None = None,
+    layout: str = "close",
 ) -> dict[str, Any]:
     """``{asset: pandas.Series}`` from files and folders (see :func:`load_prices`), in asset order.
 
     With ``assets``, only those (in that order); the files named after them are read first, the others
     only if some asset is still missing (it may be a column of a wide file).
     """
+    _check_layout(layout)
     files = _price_files(paths)
     if assets is not None:
         if isinstance(assets, str):
@@ -358,7 +493,7 @@ def read_price_files(
         if assets is not None and all(a in series for a in assets):
             break
         for file in batch:
-            for name, s in read_price_file(file).items():
+            for name, s in read_price_file(file, layout).items():
                 if name in series:
                     raise ValueError(f"asset {name!r} appears in both {sources[name]} and {file}")
                 series[name], sources[name] = s, file
@@ -420,7 +555,8 @@ def align_prices(series: Mapping[str, Any], gaps: str = "error") -> Prices:
     gaps: ``"error"`` raises :class:`PriceGapError` (a ValueError) listing each gap (first and last missing
     row as UTC time, number of missing rows, assets concerned); ``"ffill"`` forward-fills every asset onto the
     full regular grid (a missing first row takes the asset's last earlier price); ``"drop"`` keeps only the
-    rows where every asset has a price (no fill; the timestamps then skip the gaps).
+    rows where every asset has a price (no fill; the timestamps then skip the gaps, and the result's
+    ``time_jumps`` lists where). A grid that is not one minute raises :class:`SamplingIntervalError`.
     """
     _check_policy(gaps)
     names = [str(n) for n in series]
@@ -438,9 +574,19 @@ def align_prices(series: Mapping[str, Any], gaps: str = "error") -> Prices:
         if common.size < 2:
             raise ValueError(f"fewer than two timestamps have a price for every asset ({common.size})")
         values = np.column_stack([v[np.searchsorted(ts, common)] for ts, v in arrays])
-        return Prices(values, common, names)
+        check_minute_rows(common, "the rows every asset has")
+        return Prices(values, common, names)  # its time_jumps record the dropped rows
     union = functools.reduce(np.union1d, inside)
     step = infer_step(union)
+    if step != MINUTE:
+        own = {n: infer_step(ts) for n, (ts, _) in zip(names, arrays) if ts.size >= 2}
+        if step < MINUTE and all(v == MINUTE for v in own.values()):
+            phases = ", ".join(f"{n} at :{int(ts[0]) % 60:02d}" for n, (ts, _) in zip(names, arrays))
+            raise SamplingIntervalError(
+                f"the assets are each one row per minute but at different seconds past the minute ({phases}), "
+                f"so together they form a {step} s grid; tfmm simulates one row per minute: floor every "
+                f"timestamp to the minute (e.g. (t // 60) * 60) before aligning", step)
+        check_minute_rows(union, "the aligned assets")
     off_grid = (union - start) % step != 0
     if off_grid.any():
         raise ValueError(
@@ -468,6 +614,7 @@ def load_prices(
     paths: str | os.PathLike | Iterable[str | os.PathLike],
     assets: Sequence[str] | None = None,
     gaps: str = "error",
+    layout: str = "close",
 ) -> Prices:
     """Load and align price files: one file per asset, or a folder of them.
 
@@ -478,10 +625,14 @@ def load_prices(
     files in name order; files listed explicitly keep the order given.
     assets: names to keep, in this order (default: all, in file order).
     gaps: ``"error"`` (default), ``"ffill"`` or ``"drop"``; see :func:`align_prices`, which also explains the
-    trimming of the rows that only some assets have at the start or end.
+    trimming of the rows that only some assets have at the start or end. With ``"drop"`` the timestamps jump
+    over the gaps: the result's ``time_jumps`` lists them (the simulator reads each row as one minute).
+    layout: ``"close"`` (default; columns timestamp, close) or ``"wide"`` (one asset per column).
+    The rows must be one minute apart (:class:`SamplingIntervalError` otherwise, saying how to resample).
     """
     _check_policy(gaps)
-    return align_prices(read_price_files(paths, assets), gaps=gaps)
+    _check_layout(layout)
+    return align_prices(read_price_files(paths, assets, layout), gaps=gaps)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -618,10 +769,15 @@ def summarize(prices: Any) -> dict[str, Any]:
 
     Keys: assets, rows, first / last (UTC ISO text) and first_timestamp / last_timestamp (unix s), days
     (span), step_seconds (most common step), n_gaps, missing_rows, largest_gap (a :meth:`Gap.to_dict` or
-    None), prices (per asset: min, max, first, last).
+    None), time_jumps and skipped_minutes (rows that follow their predecessor by more than a minute, and
+    the minutes skipped: the simulator reads each such jump as one minute), prices (per asset: min, max,
+    first, last).
     """
     prices = as_prices(prices)
-    return _summary(prices.timestamps, prices.values, prices.assets)
+    out = _summary(prices.timestamps, prices.values, prices.assets)
+    out["time_jumps"] = len(prices.time_jumps)
+    out["skipped_minutes"] = prices.skipped_minutes
+    return out
 
 
 def summarize_series(series: Any) -> dict[str, Any]:
@@ -653,6 +809,10 @@ def format_summary(summary: Mapping[str, Any], title: str | None = None) -> str:
         big = summary["largest_gap"]
         row("gaps", f"{summary['n_gaps']} ({count_rows(summary['missing_rows']).replace(' row', ' missing row')}; "
                     f"largest {count_rows(big['missing_rows'])}, {big['first']} .. {big['last']})")
+    if summary.get("time_jumps"):
+        n = summary["time_jumps"]
+        row("time", f"jumps {n} time{'s' if n != 1 else ''} over {summary['skipped_minutes']:,} missing minutes: "
+                    f"the simulator reads each jump as one minute")
     for asset, p in summary["prices"].items():
         row(asset, f"{_number(p['min'])} .. {_number(p['max'])} (first {_number(p['first'])}, "
                    f"last {_number(p['last'])})")

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     t0 = time.perf_counter()
     with tfmm.use(backend):
-        result = tfmm.train(prices, strategy, pool, config, run_dir=Path(args.out))
+        result = tfmm.train(prices, strategy, pool, config, run_dir=Path(args.out), overwrite=True)
         start, stop = result.periods.test
         length = stop - start + 1
         baselines = baseline_simulations(prices, pool, start, length, prices.n_assets)

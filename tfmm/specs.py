@@ -9,6 +9,7 @@ Specs round-trip through TOML (:func:`to_toml`, :func:`from_toml`, :func:`load_c
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -20,9 +21,26 @@ import tomli_w
 
 from tfmm.core.memory import (
     MINUTES_PER_DAY,
+    lambda_from_memory_days,
     log_k_from_k_per_day,
     logit_lambda_from_memory_days,
 )
+
+# The largest momentum scale k = 2^log_k m(lambda) accepted (about 1.1e12). The weight update k (g - mean)
+# is added to weights of order 1 and the sum renormalised; its float64 rounding is about k |g| 2^-52, i.e.
+# 2.4e-7 of the weight at a 1% chunk move with k = 2^40, but of order 1 at k = 2^60 (log_k >= 62 on hourly
+# chunks), where JAX, torch and the reference then return different weights, all finite.
+K_MAX = 2.0**40
+# parameters whose sigmoid is an EWMA decay (capped at lambda(max_memory_days)), per strategy
+EWMA_LOGITS: dict[str, tuple[str, ...]] = {
+    "momentum": ("logit_lambda",),
+    "anti_momentum": ("logit_lambda",),
+    "power_channel": ("logit_lambda",),
+    "mean_reversion_channel": ("logit_lambda",),
+    "difference_momentum": ("logit_lambda", "logit_lambda_2"),
+    "min_variance": ("logit_lambda",),
+}
+SQUAREPLUS_PARAMETERS = ("raw_exponent", "sp_amplitude", "sp_width")
 
 # Trainable parameters of each strategy (MATH.md section 5), all per asset: shape (n,) or (sets, n).
 STRATEGY_PARAMETERS: dict[str, tuple[str, ...]] = {
@@ -183,13 +201,142 @@ def _as_param(name: str, value: Any) -> np.ndarray:
     return arr
 
 
+def lambda_cap(chunk_period: int, max_memory_days: float) -> float:
+    """The largest decay allowed: lambda(max_memory_days) for chunks of ``chunk_period`` minutes.
+
+    Cardano's root (tfmm.core.memory) refined by Newton steps on ``y u^3 + u - 1 = 0``, ``u = 1 - lambda``,
+    ``y = (m 1440 / (2c))^3 / 6``: the two cube roots of Cardano's formula cancel for long memories in
+    short chunks (``1 - lambda`` off by 2e-6 relative at 365 days, c = 1); after refinement it is exact to
+    a few ulp. (Here, not in tfmm.core, so that the specs and the reference can use it without loading
+    the core math; :func:`tfmm.core.strategies.common.lambda_cap` is this function.)
+    """
+    y = (float(max_memory_days) * MINUTES_PER_DAY / (2.0 * chunk_period)) ** 3 / 6.0
+    u = 1.0 - float(lambda_from_memory_days(max_memory_days, chunk_period))
+    for _ in range(3):
+        u -= (y * u ** 3 + u - 1.0) / (3.0 * y * u * u + 1.0)
+    return 1.0 - u
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)) in float64 without overflow warnings (0 and 1 where it rounds there)."""
+    with np.errstate(over="ignore", under="ignore"):
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _squareplus(x: np.ndarray) -> np.ndarray:
+    """sp(x) = (x + sqrt(x^2 + 4)) / 2 exactly as the core evaluates it (float64)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (x + np.sqrt(x * x + 4.0)) / 2.0
+
+
+def _log_memory_days(lam: np.ndarray, chunk_period: float) -> np.ndarray:
+    """log m(lambda), as the core computes it (float64)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return math.log(2.0 * chunk_period / MINUTES_PER_DAY) + (
+            math.log(6.0) + np.log(lam) - 3.0 * np.log1p(-lam)) / 3.0
+
+
+def parameter_problems(name: str, params: Mapping[str, Any], chunk_period: int | None,
+                       max_memory_days: float) -> list[str | None]:
+    """Why each parameter set is out of range (None where it is fine), in float64 as the core computes.
+
+    Derived quantities must be usable: every EWMA decay ``lambda = min(sigmoid(logit), lambda(max_memory_days))``
+    in (0, 1); ``k = 2^log_k m(lambda)`` finite and at most :data:`K_MAX`; ``sp(raw_exponent)``,
+    ``sp(sp_amplitude)`` finite and ``sp(sp_width)`` finite and > 0. With ``chunk_period=None`` (no pool
+    known yet) only what fails for every chunk period is reported: lambda = 0, and k already too large at
+    the shortest chunk (1 minute), since m(lambda) grows with the chunk period.
+    params: name -> (n,) or (sets, n) arrays. Returns one entry per set (a single entry without a set axis).
+    """
+    arrays = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+    if not arrays:
+        return [None]
+    first = next(iter(arrays.values()))
+    n_sets = first.shape[0] if first.ndim == 2 else None
+    problems: list[str | None] = [None] * (n_sets or 1)
+
+    def report(message_of: Any, key: str, bad: np.ndarray) -> None:
+        bad2 = bad.reshape(n_sets or 1, -1)
+        arr2 = arrays[key].reshape(n_sets or 1, -1)
+        for i in np.flatnonzero(bad2.any(axis=1)):
+            if problems[i] is None:
+                j = int(np.argmax(bad2[i]))
+                label = f"params[{key!r}]" + (f"[set {i}, asset {j}]" if n_sets else f"[{j}]")
+                problems[i] = f"{label}={float(arr2[i, j])!r} is invalid: {message_of(i, j)}"
+
+    cap = None
+    if chunk_period is not None:
+        cap = lambda_cap(chunk_period, max_memory_days)
+        m_cap = math.exp(_log_memory_days(np.asarray(cap), chunk_period)) if 0.0 < cap < 1.0 else float("nan")
+        if not (0.0 < cap < 1.0) or not abs(m_cap / max_memory_days - 1.0) < 1e-6:
+            return [f"max_memory_days={max_memory_days!r} is invalid: its decay lambda(max_memory_days) is not "
+                    f"representable in float64 for chunk_period={chunk_period} (lambda={cap!r}); allowed a memory "
+                    f"cap of a few minutes to ~1e9 days"] * len(problems)
+    log_m: dict[str, np.ndarray] = {}
+    for key in EWMA_LOGITS.get(name, ()):
+        x = arrays[key]
+        sig = _sigmoid(x)
+        report(lambda i, j: "lambda = sigmoid(logit) is 0 in float64 (logit below about -745); allowed "
+                            "logit values whose sigmoid is in (0, 1)", key, sig <= 0.0)
+        lam = sig if cap is None else np.minimum(sig, cap)
+        if cap is not None:
+            report(lambda i, j: f"lambda = min(sigmoid(logit), lambda(max_memory_days)) rounds to 1 in float64 "
+                                f"(max_memory_days={max_memory_days})", key, lam >= 1.0)
+        if cap is None:
+            # lower bound over chunk periods: m at c = 1 minute, capped at max_memory_days
+            log_m[key] = np.minimum(_log_memory_days(lam, 1), math.log(max_memory_days))
+        else:
+            log_m[key] = _log_memory_days(lam, chunk_period)
+    if "log_k" in arrays and log_m:
+        lm = np.maximum.reduce(list(log_m.values()))
+        with np.errstate(over="ignore", invalid="ignore"):
+            log2_k = arrays["log_k"] + lm / math.log(2.0)
+            k = np.exp2(log2_k)
+        def k_message(i, j):
+            kij = float(k.reshape(len(problems), -1)[i, j])
+            bound = float((math.log2(K_MAX) - lm / math.log(2.0)).reshape(len(problems), -1)[i, j])
+            value = (f"at least {kij:.3g} in any pool" if chunk_period is None
+                     else f"{kij:.3g} with chunk_period={chunk_period}")
+            where = "with a 1-minute chunk" if chunk_period is None else "here"
+            return (f"k = 2^log_k m(lambda) is {value}, above 2^40 (about 1.1e12): float64 rounding of the "
+                    f"weight update would decide the weights; allowed log_k <= {bound:.4g} {where}")
+
+        report(k_message, "log_k", ~np.isfinite(k) | (k > K_MAX))
+    for key in SQUAREPLUS_PARAMETERS:
+        if key in arrays:
+            sp = _squareplus(arrays[key])
+            report(lambda i, j: f"sp({key}) is not finite in float64; allowed |{key}| < 1e150",
+                   key, ~np.isfinite(sp))
+            if key == "sp_width":
+                report(lambda i, j: "the channel width sp(sp_width) is 0 in float64; allowed sp_width > -6e7",
+                       key, np.isfinite(sp) & (sp <= 0.0))
+    return problems
+
+
+def check_parameters(strategy: "Strategy", chunk_period: int | None = None) -> None:
+    """Raise ValueError naming the first parameter whose derived quantity is out of range
+    (see :func:`parameter_problems`)."""
+    problems = parameter_problems(strategy.name, strategy.params, chunk_period, strategy.max_memory_days)
+    bad = [p for p in problems if p is not None]
+    if bad:
+        more = f" ({len(bad) - 1} more parameter sets are out of range)" if len(bad) > 1 else ""
+        raise ValueError(f"strategy {strategy.name!r}: {bad[0]}{more}")
+
+
 @dataclass(frozen=True, eq=False)
 class Strategy:
     """A rule name, its unconstrained parameters and the initial weights.
 
     params: name -> array of shape (n,) or (sets, n) (a leading parameter-set axis trains sets in parallel);
     initial_weights: (n,) positive, summing to 1 (not trained); beta: power-channel scale;
-    max_memory_days: cap on every memory length (lambda <= lambda(max_memory_days)).
+    max_memory_days: cap on every memory length (lambda <= lambda(max_memory_days));
+    chunk_period: the chunk period (minutes) the parameters were converted for by :meth:`from_memory_days`
+    (None: not recorded); a pool with another chunk period is then refused, since the same lambda means a
+    memory ``chunk_period`` times longer or shorter.
+
+    Parameters whose derived quantities are unusable (lambda = sigmoid(logit) = 0, k = 2^log_k m(lambda)
+    above 2^40 or infinite, ...; :func:`parameter_problems`) are rejected here when they are so for every
+    pool, and otherwise when the strategy meets a pool (:func:`check_compatible`).
     """
 
     name: str
@@ -197,6 +344,7 @@ class Strategy:
     initial_weights: Any = None
     beta: float = 0.5
     max_memory_days: float = 365.0
+    chunk_period: int | None = None
 
     def __post_init__(self) -> None:
         _choice("name", self.name, tuple(STRATEGY_PARAMETERS))
@@ -206,9 +354,11 @@ class Strategy:
         given = set(self.params)
         if given != expected:
             missing, unknown = sorted(expected - given), sorted(given - expected)
+            hints = [f"{u!r} -> {close[0]!r}" for u in unknown
+                     for close in [difflib.get_close_matches(str(u), sorted(expected), n=1)] if close]
             raise ValueError(
                 f"params for strategy {self.name!r}: missing {missing}, unknown {unknown}; "
-                f"expected exactly {sorted(expected)}"
+                f"expected exactly {sorted(expected)}" + (f" (did you mean {', '.join(hints)}?)" if hints else "")
             )
         params = {k: _as_param(k, self.params[k]) for k in STRATEGY_PARAMETERS[self.name]}
         shapes = {k: v.shape for k, v in params.items()}
@@ -221,7 +371,10 @@ class Strategy:
             n = next(iter(params.values())).shape[-1]
             w = np.full(n, 1.0 / n)
         else:
-            w = np.array(self.initial_weights, dtype=np.float64)
+            try:
+                w = np.array(self.initial_weights, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise TypeError(f"initial_weights must be an array of numbers, got {self.initial_weights!r}") from None
         if w.ndim != 1 or w.size < 2:
             raise _fail("initial_weights", w.tolist(), "a 1-D array of n_assets >= 2 weights")
         if not np.all(np.isfinite(w)) or np.any(w <= 0) or abs(w.sum() - 1.0) > 1e-9:
@@ -240,6 +393,9 @@ class Strategy:
         if mmd <= 0:
             raise _fail("max_memory_days", mmd, "> 0 (days)")
         object.__setattr__(self, "max_memory_days", mmd)
+        if self.chunk_period is not None:
+            object.__setattr__(self, "chunk_period", _integer("chunk_period", self.chunk_period, 1))
+        check_parameters(self, self.chunk_period)
 
     @property
     def n_assets(self) -> int:
@@ -283,9 +439,11 @@ class Strategy:
         n_assets: int,
         memory_days: float = 10.0,
         k_per_day: float = 20.0,
-        chunk_period: int = MINUTES_PER_DAY,
+        chunk_period: int | None = None,
         initial_weights: Any = None,
         n_sets: int | None = None,
+        *,
+        pool: "Pool | None" = None,
         **extra: Any,
     ) -> "Strategy":
         """Build a strategy from human units.
@@ -293,11 +451,30 @@ class Strategy:
         logit_lambda = logit(lambda(memory_days, chunk_period)); log_k = log2(k_per_day), so that
         k = k_per_day * memory_days. Second memories (difference_momentum, min_variance) default to
         ``memory_days_2 = 2 * memory_days``; channel parameters default to exponent 2, amplitude 1, width 1.
+
+        chunk_period: minutes per strategy update of the pool the strategy will run in; default: ``pool``'s,
+        else 1440 (the default :class:`Pool`'s). It is recorded on the strategy, and a pool with another
+        chunk period is refused (the same lambda would be a memory that many times longer or shorter).
+        A memory above ``max_memory_days`` (default 365) is an error, not silently capped.
         """
         _choice("name", name, tuple(STRATEGY_PARAMETERS))
         n = _integer("n_assets", n_assets, 2)
+        if pool is not None:
+            if not isinstance(pool, Pool):
+                raise TypeError(f"pool must be a tfmm.Pool, got {type(pool).__name__}")
+            if chunk_period is not None and chunk_period != pool.chunk_period:
+                raise ValueError(f"chunk_period={chunk_period!r} disagrees with the pool's chunk_period="
+                                 f"{pool.chunk_period}; pass one of them")
+            chunk_period = pool.chunk_period
+        chunk_period = _integer("chunk_period", MINUTES_PER_DAY if chunk_period is None else chunk_period, 1)
         memory_days_2 = extra.pop("memory_days_2", 2.0 * memory_days)
         exponent = extra.pop("exponent", 2.0)
+        cap = _number("max_memory_days", extra.get("max_memory_days", 365.0))
+        for label, days in (("memory_days", memory_days), ("memory_days_2", memory_days_2)):
+            if label == "memory_days" or name == "difference_momentum":
+                if _number(label, days) > cap:
+                    raise _fail(label, days, f"at most max_memory_days={cap:g} (memories are capped there; pass "
+                                             f"max_memory_days={float(days):g} or more to allow it)")
         values = {
             "log_k": log_k_from_k_per_day(k_per_day),
             "logit_lambda": logit_lambda_from_memory_days(memory_days, chunk_period),
@@ -310,12 +487,12 @@ class Strategy:
         params = {k: np.full(shape, values[k]) for k in STRATEGY_PARAMETERS[name]}
         if initial_weights is None:
             initial_weights = np.full(n, 1.0 / n)
-        return cls(name, params, initial_weights, **extra)
+        return cls(name, params, initial_weights, chunk_period=chunk_period, **extra)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain({
             "name": self.name, "params": dict(self.params), "initial_weights": self.initial_weights,
-            "beta": self.beta, "max_memory_days": self.max_memory_days,
+            "beta": self.beta, "max_memory_days": self.max_memory_days, "chunk_period": self.chunk_period,
         })
 
 
@@ -456,9 +633,20 @@ class TrainConfig:
 
 
 def check_compatible(n_rows: int, n_assets: int, strategy: Strategy, pool: Pool) -> None:
-    """Checks that need the prices: asset counts agree, per-minute arrays have one entry per row."""
+    """Checks that need the prices and the pool: asset counts agree, per-minute arrays have one entry per
+    row, the strategy was converted for the pool's chunk period, its derived quantities are in range with
+    that chunk period (:func:`parameter_problems`)."""
     if strategy.n_assets != n_assets:
         raise ValueError(f"strategy has {strategy.n_assets} assets but prices have {n_assets} columns")
+    if strategy.chunk_period is not None and strategy.chunk_period != pool.chunk_period:
+        c_s, c_p = strategy.chunk_period, pool.chunk_period
+        change = f"{c_s / c_p:.4g}x shorter" if c_p < c_s else f"{c_p / c_s:.4g}x longer"
+        raise ValueError(
+            f"the strategy's parameters were converted for chunk_period={c_s} but the pool updates every "
+            f"{c_p} minutes: its memories would be {change}; build it with "
+            f"Strategy.from_memory_days(..., chunk_period={pool.chunk_period}) or pool=pool"
+        )
+    check_parameters(strategy, pool.chunk_period)
     pool.weight_bounds(n_assets)
     for name in ("fee", "gas", "arb_fee"):
         value = getattr(pool, name)
@@ -497,36 +685,100 @@ def to_toml(
     return tomli_w.dumps(doc)
 
 
-def from_toml(text: str) -> dict[str, Any]:
+def check_keys(table: str, values: Mapping[str, Any], allowed: tuple[str, ...] | list[str],
+               source: str | None = None) -> None:
+    """Every key of ``values`` must be in ``allowed``; the error names the key, its table and the nearest
+    allowed name (``difflib.get_close_matches``)."""
+    unknown = [k for k in values if k not in allowed]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        prefix = f"{source}: " if source else ""
+        raise ValueError(f"{prefix}unknown key {key!r} in [{table}]; {hint}allowed keys: {', '.join(allowed)}")
+
+
+SPEC_TABLES = ("pool", "strategy", "smoothing", "train")
+
+
+def _field_names(cls: type, exclude: tuple[str, ...] = ()) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.init and f.name not in exclude)
+
+
+def _build(table: str, cls: type, values: Any, source: str | None) -> Any:
+    """``cls(**values)`` with unknown keys, wrong types and bad values reported as one line naming the table."""
+    prefix = f"{source}: " if source else ""
+    if not isinstance(values, dict):
+        raise ValueError(f"{prefix}[{table}] must be a table, got {type(values).__name__} {values!r}")
+    check_keys(table, values, _field_names(cls), source)
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{prefix}[{table}] {exc}") from None
+
+
+def from_toml(text: str, *, tables: tuple[str, ...] | None = None, source: str | None = None) -> dict[str, Any]:
     """Parse a TOML document into specs: keys ``pool``, ``strategy``, ``smoothing``, ``train``
-    (each present only if its table is), plus any other tables as plain dicts."""
-    doc = tomllib.loads(text)
+    (each present only if its table is), plus any other tables as plain dicts.
+
+    Unknown keys of the spec tables are errors naming the key, the table and the nearest valid name; so
+    are tables outside ``tables`` when it is given (the command line passes its run-file tables). Values
+    of the wrong type are errors naming the table and the field. ``source`` (a file name) prefixes errors.
+    """
+    prefix = f"{source}: " if source else ""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{prefix}not valid TOML ({exc})") from None
+    if tables is not None:
+        for key, table in doc.items():
+            if key in tables:
+                continue
+            if not isinstance(table, dict):
+                classes = {"pool": Pool, "strategy": Strategy, "smoothing": Smoothing, "train": TrainConfig}
+                owner = [t for t, cls in classes.items() if key in _field_names(cls)]
+                hint = f"; did you mean to put it under [{owner[0]}]?" if owner else ""
+                raise ValueError(f"{prefix}key {key!r} is outside any table{hint} (tables: {', '.join(tables)})")
+            close = difflib.get_close_matches(key, list(tables), n=1, cutoff=0.6)
+            hint = f"did you mean [{close[0]}]? " if close else ""
+            raise ValueError(f"{prefix}unknown table [{key}]; {hint}allowed tables: {', '.join(tables)}")
     out: dict[str, Any] = {}
     for key, table in doc.items():
         if key == "pool":
-            out[key] = Pool(**table)
+            out[key] = _build("pool", Pool, table, source)
         elif key == "strategy":
-            out[key] = Strategy(**table)
+            out[key] = _build("strategy", Strategy, table, source)
         elif key == "smoothing":
-            out[key] = Smoothing(**table)
+            out[key] = _build("smoothing", Smoothing, table, source)
         elif key == "train":
+            if not isinstance(table, dict):
+                raise ValueError(f"{prefix}[train] must be a table, got {type(table).__name__} {table!r}")
             table = dict(table)
+            check_keys("train", table, _field_names(TrainConfig), source)
             if "smoothing" in table:
-                table["smoothing"] = Smoothing(**table["smoothing"])
+                table["smoothing"] = _build("train.smoothing", Smoothing, table["smoothing"], source)
             if "split" in table:
+                if not isinstance(table["split"], list):
+                    raise TypeError(f"{prefix}[train] split must be a list of three fractions, got "
+                                    f"{type(table['split']).__name__} {table['split']!r}")
                 table["split"] = tuple(table["split"])
-            out[key] = TrainConfig(**table)
+            out[key] = _build("train", TrainConfig, table, source)
         else:
             out[key] = table
     return out
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a run file written by :func:`to_toml` (or by hand)."""
-    return from_toml(Path(path).read_text())
+def load_config(path: str | Path, *, tables: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Read a run file written by :func:`to_toml` (or by hand); see :func:`from_toml` for ``tables``.
+    Errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such run file: {path}")
+    return from_toml(path.read_text(), tables=tables, source=str(path))
 
 
 __all__ = [
     "Pool", "Strategy", "Smoothing", "TrainConfig", "STRATEGY_PARAMETERS", "OBJECTIVES",
-    "check_compatible", "to_toml", "from_toml", "load_config",
+    "check_compatible", "check_keys", "check_parameters", "parameter_problems", "to_toml", "from_toml",
+    "load_config",
 ]

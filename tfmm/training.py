@@ -9,13 +9,20 @@ DESIGN.md section 7, all on by default:
 - a NaN or Inf in the objective or a gradient stops training (``nan_policy="raise"``) with a report
   naming the step, the parameter set, the bout starts and the first non-finite quantity, or, with
   ``nan_policy="skip"``, drops that set's update and resets its optimizer state. Never a silent
-  re-initialisation;
+  re-initialisation. An update that takes a set's parameters out of range (lambda rounding to 0, k above
+  2^40 or infinite: :func:`tfmm.specs.parameter_problems`) counts as non-finite too, and so does a
+  validation whose simulation or objective is non-finite: such a set is never selected as the best;
 - logged per step: objective (mean and per set), global and per-parameter gradient norms, learning rate,
   skipped sets; every ``eval_every`` steps also the fraction of arbitrage phases of the step's first bout
   whose gate or candidate selection lies within its temperature of the boundary (NaN on other steps: it
   needs an extra exact-path pass);
 - every ``eval_every`` steps: exact-mode metrics on the validation period for every parameter set,
   best parameters kept per set, early stopping on ``patience``; final exact-mode test metrics.
+
+Run folders: a folder holding a run is refused unless resumed or ``overwrite=True``; everything (inputs,
+a resumed checkpoint and its fingerprint of prices, strategy, pool and TrainConfig) is validated before
+anything is written; checkpoints are ``checkpoint.npz`` (arrays and JSON, no pickle); Ctrl-C raises
+:class:`TrainingInterrupted` naming the last checkpoint. ``docs/errors.md`` lists every refusal.
 
 Periods: ``burn_in`` rows warm the estimators; the rows after it are split in time order into
 train / validation / test by ``config.split``. A training bout ``[s, s + B - 1)`` lies inside the
@@ -26,22 +33,24 @@ training period; validation and test are each one exact-mode bout covering their
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
-import pickle
 import time
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tfmm.api import check_objective_length, make_request, simulate
+from tfmm.api import NonFiniteSimulationError, check_objective_length, make_request, simulate
 from tfmm.backend import get_backend
 from tfmm.core.memory import MINUTES_PER_DAY, memory_days_from_lambda
 from tfmm.data import Prices, as_prices
-from tfmm.specs import Pool, Strategy, TrainConfig, to_toml
+from tfmm.specs import Pool, Strategy, TrainConfig, parameter_problems, to_toml
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -194,24 +203,20 @@ def _exact_metrics(prices: Prices, strategy: Strategy, pool: Pool, period: tuple
 def _localise_nonfinite(prices, strategy, pool, config, starts, set_index, params_np, stats) -> dict[str, Any]:
     """Re-run the failing set on the failing bouts and name the first non-finite quantity."""
     report: dict[str, Any] = {"set": int(set_index), "starts": [int(s) for s in starts]}
-    single = strategy.with_params({k: v[set_index] for k, v in params_np.items()})
     report["params"] = {k: v[set_index].tolist() for k, v in params_np.items()}
     objective_value = float(np.asarray(stats["objective"])[set_index])
     report["objective"] = objective_value
     try:
-        sim = simulate(prices, single, pool, start=np.asarray(starts), length=config.bout_length,
-                       mode=config.mode, smoothing=config.smoothing, dtype=config.dtype).to_numpy()
+        single = strategy.with_params({k: v[set_index] for k, v in params_np.items()})
+        simulate(prices, single, pool, start=np.asarray(starts), length=config.bout_length,
+                 mode=config.mode, smoothing=config.smoothing, dtype=config.dtype)
+    except NonFiniteSimulationError as exc:
+        report["first_nonfinite"] = (f"{exc.quantity} at bout row {exc.row} of the bout starting at row "
+                                     f"{exc.start}")
+        return report
     except Exception as exc:  # noqa: BLE001 - report whatever stopped the re-run
         report["first_nonfinite"] = f"simulation raised {type(exc).__name__}: {exc}"
         return report
-    for name in ("weights", "reserves", "values"):
-        arr = getattr(sim, name)
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            where = np.argwhere(bad)[0]
-            bout, row = int(where[0]), int(where[1])
-            report["first_nonfinite"] = f"{name} at bout row {row} of the bout starting at row {int(starts[bout])}"
-            return report
     if not math.isfinite(objective_value):
         report["first_nonfinite"] = f"objective {config.objective} (simulation finite)"
         return report
@@ -220,14 +225,235 @@ def _localise_nonfinite(prices, strategy, pool, config, starts, set_index, param
     return report
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+# --- run folders and checkpoints ----------------------------------------------------------------------
+#
+# A checkpoint is one ``checkpoint.npz`` (numpy's zip of arrays, loaded with allow_pickle=False, so a run
+# folder from elsewhere cannot run code): the parameters, optimizer-state leaves, best parameters and
+# values, the log as columns, and a JSON text entry ``meta`` (format, step, column names, fingerprints
+# of the prices, strategy, pool and TrainConfig). It is written to a temporary file and renamed.
+
+CHECKPOINT = "checkpoint.npz"
+CHECKPOINT_FORMAT = "tfmm-checkpoint"
+CHECKPOINT_VERSION = 1
+# files a training run writes; a folder holding any of the first six holds a run
+RUN_MARKERS = ("config.toml", CHECKPOINT, "checkpoint.pkl", "log.csv", "best_params.toml", "metrics.json")
+RUN_FILES = RUN_MARKERS + ("evaluations.csv", "training.png", "weights.png", "value.png")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or that belongs to another run; the message names the file."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train`: ``step`` reached, ``checkpoint_step`` of the last checkpoint written
+    (None when none was) and ``run_dir``. Still a KeyboardInterrupt."""
+
+    def __init__(self, message: str, step: int, checkpoint_step: int | None, run_dir: Path | None) -> None:
+        super().__init__(message)
+        self.step, self.checkpoint_step, self.run_dir = step, checkpoint_step, run_dir
+
+
+def _sha256(*parts: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "little"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def prices_fingerprint(prices: Prices) -> str:
+    """sha256 of the prices (values, timestamps, asset names)."""
+    return _sha256(np.ascontiguousarray(prices.values, dtype="<f8").tobytes(),
+                   np.ascontiguousarray(prices.timestamps, dtype="<i8").tobytes(),
+                   "\x1f".join(prices.assets).encode())
+
+
+def _dict_fingerprint(d: Any) -> str:
+    return _sha256(json.dumps(d, sort_keys=True, default=float).encode())
+
+
+def run_fingerprint(prices: Prices, strategy: Strategy, pool: Pool, config: TrainConfig) -> dict[str, str]:
+    """What a resumed run must share with the run it continues: hashes of the prices, the (initial)
+    strategy, the pool and the TrainConfig."""
+    return {"prices": prices_fingerprint(prices), "strategy": _dict_fingerprint(strategy.to_dict()),
+            "pool": _dict_fingerprint(pool.to_dict()), "config": _dict_fingerprint(config.to_dict())}
+
+
+def holds_run(folder: str | Path) -> list[str]:
+    """The run files (:data:`RUN_MARKERS`) present in ``folder`` (empty: it holds no run)."""
+    folder = Path(folder)
+    return [name for name in RUN_MARKERS if (folder / name).exists()] if folder.is_dir() else []
+
+
+def _tree_leaves(tree: Any) -> list[Any]:
+    """Leaves of a pytree of dicts (sorted keys), lists, tuples and NamedTuples; None has none."""
+    if tree is None:
+        return []
+    if isinstance(tree, dict):
+        return [leaf for k in sorted(tree) for leaf in _tree_leaves(tree[k])]
+    if isinstance(tree, (list, tuple)):
+        return [leaf for child in tree for leaf in _tree_leaves(child)]
+    return [tree]
+
+
+def _tree_rebuild(template: Any, leaves: list[Any]) -> Any:
+    """``template``'s structure with ``leaves`` (consumed in :func:`_tree_leaves` order)."""
+    it = iter(leaves)
+
+    def build(t: Any) -> Any:
+        if t is None:
+            return None
+        if isinstance(t, dict):
+            return {k: v for k, v in ((k, build(t[k])) for k in sorted(t))}
+        if isinstance(t, tuple) and hasattr(t, "_fields"):
+            return type(t)(*[build(c) for c in t])
+        if isinstance(t, (list, tuple)):
+            return type(t)(build(c) for c in t)
+        return next(it)
+
+    return build(template)
+
+
+def _write_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    arrays: dict[str, np.ndarray] = {}
+    for k, v in state["params"].items():
+        arrays[f"params/{k}"] = np.asarray(v)
+    for k, v in state["best_params"].items():
+        arrays[f"best_params/{k}"] = np.asarray(v)
+    leaves = _tree_leaves(state["opt_state"])
+    for i, leaf in enumerate(leaves):
+        arrays[f"opt_state/{i}"] = np.asarray(leaf)
+    arrays["best_value"] = np.asarray(state["best_value"], dtype=np.float64)
+    arrays["updates_applied"] = np.asarray(state["updates_applied"], dtype=np.int64)
+    columns = {}
+    for table in ("history", "evaluations"):
+        rows = state[table]
+        names = list(rows[0]) if rows else []
+        columns[table] = names
+        for j, name in enumerate(names):
+            arrays[f"{table}/{j}"] = np.asarray([row.get(name, np.nan) for row in rows])
+    meta = {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": int(state["step"]),
+        "evals_since_improvement": int(state["evals_since_improvement"]), "fingerprint": state["fingerprint"],
+        "config": state["config"], "param_names": list(state["params"]), "n_opt_leaves": len(leaves),
+        "columns": columns,
+    }
+    arrays["meta"] = np.array(json.dumps(meta))
+    tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
-        fh.write(data)
+        np.savez(fh, **arrays)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
 
+
+def checkpoint_path(resume: str | Path) -> Path:
+    """The checkpoint file of ``resume`` (a run folder or the file itself); errors name what is missing."""
+    path = Path(resume)
+    if path.is_dir():
+        if not (path / CHECKPOINT).exists():
+            if (path / "checkpoint.pkl").exists():
+                raise CheckpointError(
+                    f"{path / 'checkpoint.pkl'} is a pickle written by an older tfmm; pickles are not loaded "
+                    f"(loading one can run code): start a new run")
+            raise CheckpointError(f"no checkpoint to resume from in {path} (no {CHECKPOINT})")
+        return path / CHECKPOINT
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint to resume from: {path} does not exist")
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`train` as plain arrays and JSON (``opt_state`` as a list of leaves).
+    Raises :class:`CheckpointError` naming the file if it is unreadable or not a tfmm checkpoint."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {k: npz[k] for k in npz.files}
+        meta = json.loads(str(data["meta"]))
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}")
+        if meta.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"version {meta.get('version')!r}, this tfmm reads version {CHECKPOINT_VERSION}")
+        names = meta["param_names"]
+        state: dict[str, Any] = {
+            "step": int(meta["step"]), "config": meta["config"], "fingerprint": meta["fingerprint"],
+            "evals_since_improvement": int(meta["evals_since_improvement"]),
+            "params": {k: data[f"params/{k}"] for k in names},
+            "best_params": {k: data[f"best_params/{k}"].copy() for k in names},
+            "opt_state": [data[f"opt_state/{i}"] for i in range(int(meta["n_opt_leaves"]))],
+            "best_value": data["best_value"].copy(), "updates_applied": data["updates_applied"].copy(),
+        }
+        for table in ("history", "evaluations"):
+            cols = meta["columns"][table]
+            values = [data[f"{table}/{j}"].tolist() for j in range(len(cols))]
+            n = len(values[0]) if values else 0
+            state[table] = [{c: values[j][i] for j, c in enumerate(cols)} for i in range(n)]
+    except CheckpointError:
+        raise
+    except (OSError, EOFError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a tfmm checkpoint ({type(exc).__name__}: {exc}); delete it "
+            f"and start a new run") from None
+    return state
+
+
+def _check_resume(path: Path, state: dict[str, Any], fingerprint: dict[str, str], config: TrainConfig) -> None:
+    """The checkpoint must come from a run with the same prices, strategy, pool and TrainConfig."""
+    saved = state["fingerprint"]
+    differ = [k for k in ("prices", "strategy", "pool", "config") if saved.get(k) != fingerprint[k]]
+    if not differ:
+        return
+    details = []
+    for k in differ:
+        if k == "config":
+            now = config.to_dict()
+            keys = sorted(f for f in set(now) | set(state["config"]) if now.get(f) != state["config"].get(f))
+            details.append(f"TrainConfig ({', '.join(keys) or 'values'})")
+        else:
+            details.append(k)
+    raise CheckpointError(
+        f"cannot resume from {path}: it was written for other {', '.join(details)}; resume needs the same "
+        f"prices, strategy, pool and TrainConfig as the run it continues (nothing was written)")
+
+
+def _prepare_run_dir(run_path: Path, resuming_here: bool, overwrite: bool) -> None:
+    """Refuse a folder that holds another run (unless ``overwrite``), or a path that is not a folder."""
+    if run_path.exists() and not run_path.is_dir():
+        raise NotADirectoryError(f"run folder {run_path} exists and is not a folder")
+    present = holds_run(run_path)
+    if present and not resuming_here and not overwrite:
+        raise FileExistsError(
+            f"{run_path} already holds a training run ({', '.join(present)}); continue it with resume "
+            f"(tfmm train --resume), replace it with overwrite=True (tfmm train --overwrite), or choose another "
+            f"folder")
+    parent = run_path if run_path.exists() else next((p for p in run_path.parents if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"cannot write the run folder {run_path}: {parent} is not writable")
+
+
+def json_ready(value: Any) -> Any:
+    """numpy and non-finite floats made valid JSON: NaN and +-inf become null, arrays lists."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return value
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Strict JSON (no bare NaN or Infinity: non-finite numbers are written as null)."""
+    Path(path).write_text(json.dumps(json_ready(obj), indent=2, allow_nan=False))
+
+
+# --- training ------------------------------------------------------------------------------------
 
 def train(
     prices: Any,
@@ -239,16 +465,27 @@ def train(
     resume: str | Path | None = None,
     progress: bool = True,
     init_noise: float = 0.5,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train ``strategy``'s parameters on ``prices`` with the current backend (see module docstring).
 
-    run_dir: write config, log CSV, checkpoints, best parameters, metrics and plots there;
+    run_dir: write config, log CSV, checkpoints, best parameters, metrics and plots there. A folder that
+    already holds a run is refused unless ``overwrite=True`` (its run files are then replaced) or it is
+    the folder being resumed. Every input, and a resumed checkpoint, is validated before anything is
+    written, so a rejected run leaves the folder as it was.
     resume: a run folder (or checkpoint file) to continue from, giving the same result as an
-    uninterrupted run with the same config and seed.
+    uninterrupted run; it must have been written for the same prices, strategy, pool and TrainConfig.
+    Ctrl-C raises :class:`TrainingInterrupted` (a KeyboardInterrupt) saying where the last checkpoint is.
     """
     import pandas as pd
 
     config = TrainConfig() if config is None else config
+    if not isinstance(strategy, Strategy):
+        raise TypeError(f"strategy must be a tfmm.Strategy, got {type(strategy).__name__}")
+    if not isinstance(pool, Pool):
+        raise TypeError(f"pool must be a tfmm.Pool, got {type(pool).__name__}")
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a tfmm.TrainConfig, got {type(config).__name__}")
     prices = as_prices(prices)
     if not strategy.is_trainable:
         raise ValueError(f"strategy {strategy.name!r} has no trainable parameters")
@@ -262,19 +499,25 @@ def train(
     template = strategy.with_params(params0)
     request = make_request(prices, template, pool, start=candidates[:1], length=config.bout_length,
                            mode=config.mode, smoothing=config.smoothing, dtype=config.dtype)
-    trainer = bk.make_trainer(request, config)
+    selected_on = "validation" if periods.validation[1] > periods.validation[0] else "train"
+    if selected_on == "train":
+        warnings.warn(
+            f"split={config.split} has no validation period: the best parameters are selected on the training "
+            f"period itself (in-sample), and the reported validation metrics are empty", UserWarning, stacklevel=2)
+    fingerprint = run_fingerprint(prices, strategy, pool, config)
     run_path = Path(run_dir) if run_dir is not None else None
-    if run_path is not None:
-        run_path.mkdir(parents=True, exist_ok=True)
-        (run_path / "config.toml").write_text(to_toml(pool=pool, strategy=strategy, train=config))
 
     state_np: dict[str, Any] | None = None
+    resuming_here = False
     if resume is not None:
-        ckpt = Path(resume)
-        ckpt = ckpt / "checkpoint.pkl" if ckpt.is_dir() else ckpt
-        state_np = pickle.loads(ckpt.read_bytes())
-        if state_np["config"] != config.to_dict():
-            raise ValueError(f"checkpoint {ckpt} was written with another TrainConfig; resume needs the same one")
+        ckpt = checkpoint_path(resume)
+        state_np = read_checkpoint(ckpt)
+        _check_resume(ckpt, state_np, fingerprint, config)
+        resuming_here = run_path is not None and run_path.resolve() == ckpt.parent.resolve()
+    if run_path is not None:
+        _prepare_run_dir(run_path, resuming_here, overwrite)
+
+    trainer = bk.make_trainer(request, config)
     if state_np is None:
         params = trainer.from_numpy(params0, config.dtype)
         opt_state = trainer.init(params)
@@ -284,17 +527,35 @@ def train(
         evals_since_improvement = 0
         updates_applied = np.zeros(config.n_sets, dtype=np.int64)
     else:
+        shapes = {k: np.shape(v) for k, v in params0.items()}
+        saved = {k: np.shape(v) for k, v in state_np["params"].items()}
+        if saved != shapes:
+            raise CheckpointError(f"checkpoint {ckpt} holds parameters of shapes {saved}, this run needs {shapes}")
         params = trainer.from_numpy(state_np["params"], config.dtype)
-        opt_state = trainer.from_numpy(state_np["opt_state"], config.dtype)
+        template_state = trainer.to_numpy(trainer.init(params))
+        expected = [np.shape(leaf) for leaf in _tree_leaves(template_state)]
+        if [np.shape(leaf) for leaf in state_np["opt_state"]] != expected:
+            raise CheckpointError(f"checkpoint {ckpt} holds an optimizer state that does not match this "
+                                  f"optimizer ({len(state_np['opt_state'])} arrays, expected {len(expected)})")
+        opt_state = trainer.from_numpy(_tree_rebuild(template_state, state_np["opt_state"]), config.dtype)
         start_step = state_np["step"]
         history_rows, eval_rows = state_np["history"], state_np["evaluations"]
         best_value, best_params = state_np["best_value"], state_np["best_params"]
         evals_since_improvement = state_np["evals_since_improvement"]
         updates_applied = state_np["updates_applied"]
 
+    # everything is validated: only now touch the run folder
+    if run_path is not None:
+        run_path.mkdir(parents=True, exist_ok=True)
+        if overwrite and not resuming_here:
+            for name in RUN_FILES:
+                (run_path / name).unlink(missing_ok=True)
+        (run_path / "config.toml").write_text(to_toml(pool=pool, strategy=strategy, train=config))
+
+    nonfinite_validations: list[dict[str, Any]] = []
     if state_np is None:
         # the initial parameters are candidates too: training never returns worse on validation than its start
-        val0 = _validate_sets(prices, strategy, pool, config, periods, params0)
+        val0 = _validate_sets(prices, strategy, pool, config, periods, params0, 0, nonfinite_validations)
         best_value = val0.copy()
         eval_rows.append({"step": 0, **{f"validation_set{i}": float(v) for i, v in enumerate(val0)},
                           "validation_best": float(np.max(best_value))})
@@ -309,72 +570,105 @@ def train(
         bar = tqdm(steps, desc=f"train {strategy.name}", unit="step", initial=start_step, total=config.n_iterations)
         steps = bar
     names = list(params0)
-    for step in steps:
-        starts = sample_starts(candidates, config.batch_size, step, config.seed, config.sampling)
-        lr = trainer.learning_rate(step, opt_state)
-        params, opt_state, stats = trainer.step(params, opt_state, static_inputs + (trainer.starts(starts),))
-        stats = trainer.to_numpy(stats)
-        finite = np.asarray(stats["finite"])
-        if not finite.all():
-            bad_set = int(np.argmin(finite))
-            if config.nan_policy == "raise":
-                report = _localise_nonfinite(prices, strategy, pool, config, starts, bad_set,
-                                             trainer.to_numpy(params), stats)
-                report["step"] = step
-                raise TrainingDivergedError(
-                    f"non-finite objective or gradient at step {step}, parameter set {bad_set}, bout starts "
-                    f"{report['starts']}: first non-finite quantity: {report['first_nonfinite']} "
-                    f"(nan_policy='raise'; use nan_policy='skip' to drop such updates)", report)
-        objective = np.asarray(stats["objective"], dtype=np.float64)
-        updates_applied = np.where(finite, updates_applied + 1, 0)
-        row: dict[str, Any] = {
-            "step": step,
-            "objective": float(np.nanmean(np.where(finite, objective, np.nan))) if finite.any() else float("nan"),
-            "grad_norm": float(np.mean(np.asarray(stats["grad_norm"])[finite])) if finite.any() else float("nan"),
-            "learning_rate": float(np.mean(lr)),
-            "skipped_sets": int((~finite).sum()),
-        }
-        for i in range(config.n_sets):
-            row[f"objective_set{i}"] = float(objective[i])
-            row[f"grad_norm_set{i}"] = float(np.asarray(stats["grad_norm"])[i])
-        for k in names:
-            row[f"grad_norm_{k}"] = float(np.mean(np.asarray(stats["group_norms"][k])))
-        row["gate_near_boundary"] = row["selection_near_boundary"] = float("nan")
-        history_rows.append(row)
-        if bar is not None:
-            bar.set_postfix(objective=f"{row['objective']:.4g}", grad=f"{row['grad_norm']:.3g}")
-
-        done = step + 1 == config.n_iterations
-        if (step + 1) % config.eval_every == 0 or done:
+    last_checkpoint = start_step if state_np is not None else None
+    step = start_step
+    try:
+        for step in steps:
+            starts = sample_starts(candidates, config.batch_size, step, config.seed, config.sampling)
+            lr = trainer.learning_rate(step, opt_state)
+            previous = params
+            params, opt_state, stats = trainer.step(params, opt_state, static_inputs + (trainer.starts(starts),))
+            stats = trainer.to_numpy(stats)
+            finite = np.asarray(stats["finite"]).copy()
+            if not finite.all():
+                bad_set = int(np.argmin(finite))
+                if config.nan_policy == "raise":
+                    report = _localise_nonfinite(prices, strategy, pool, config, starts, bad_set,
+                                                 trainer.to_numpy(params), stats)
+                    report["step"] = step
+                    raise TrainingDivergedError(
+                        f"non-finite objective or gradient at step {step}, parameter set {bad_set}, bout starts "
+                        f"{report['starts']}: first non-finite quantity: {report['first_nonfinite']} "
+                        f"(nan_policy='raise'; use nan_policy='skip' to drop such updates)", report)
+            # an update whose parameters leave the usable range (lambda rounding to 0, k above 2^40 ...)
+            # counts as non-finite: the simulation would have NaN weights with finite values
             params_np = trainer.to_numpy(params)
-            val = _validate_sets(prices, strategy, pool, config, periods, params_np)
-            improved = val > best_value
-            for i in np.flatnonzero(improved):
-                best_value[i] = val[i]
-                for k in names:
-                    best_params[k][i] = params_np[k][i]
-            evals_since_improvement = 0 if improved.any() else evals_since_improvement + 1
-            row.update(_boundary_row(prices, strategy, pool, config, starts[0], params_np))
-            eval_rows.append({"step": step + 1, **{f"validation_set{i}": float(v) for i, v in enumerate(val)},
-                              "validation_best": float(np.max(best_value))})
-            if config.patience is not None and evals_since_improvement >= config.patience:
-                stopped_early = True
-        if run_path is not None and ((step + 1) % config.checkpoint_every == 0 or done or stopped_early):
-            snapshot = {
-                "config": config.to_dict(), "step": step + 1, "params": trainer.to_numpy(params),
-                "opt_state": trainer.to_numpy(opt_state), "history": history_rows, "evaluations": eval_rows,
-                "best_value": best_value, "best_params": best_params,
-                "evals_since_improvement": evals_since_improvement, "updates_applied": updates_applied,
+            problems = parameter_problems(strategy.name, params_np, pool.chunk_period, strategy.max_memory_days)
+            out_of_range = np.array([p is not None for p in problems]) & finite
+            if out_of_range.any():
+                bad_set = int(np.argmax(out_of_range))
+                if config.nan_policy == "raise":
+                    report = {"set": bad_set, "starts": [int(s) for s in starts], "step": step,
+                              "params": {k: v[bad_set].tolist() for k, v in params_np.items()},
+                              "objective": float(np.asarray(stats["objective"])[bad_set]),
+                              "first_nonfinite": f"parameters after the update: {problems[bad_set]}"}
+                    raise TrainingDivergedError(
+                        f"non-finite state at step {step}, parameter set {bad_set}, bout starts {report['starts']}: "
+                        f"first non-finite quantity: {report['first_nonfinite']} (nan_policy='raise'; use "
+                        f"nan_policy='skip' to drop such updates)", report)
+                params, opt_state = _revert_sets(trainer, config, previous, params_np, opt_state, out_of_range)
+                finite = finite & ~out_of_range
+            objective = np.asarray(stats["objective"], dtype=np.float64)
+            updates_applied = np.where(finite, updates_applied + 1, 0)
+            row: dict[str, Any] = {
+                "step": step,
+                "objective": float(np.nanmean(np.where(finite, objective, np.nan))) if finite.any() else float("nan"),
+                "grad_norm": float(np.mean(np.asarray(stats["grad_norm"])[finite])) if finite.any() else float("nan"),
+                "learning_rate": float(np.mean(lr)),
+                "skipped_sets": int((~finite).sum()),
             }
-            _atomic_write(run_path / "checkpoint.pkl", pickle.dumps(snapshot))
-        if stopped_early:
-            break
+            for i in range(config.n_sets):
+                row[f"objective_set{i}"] = float(objective[i])
+                row[f"grad_norm_set{i}"] = float(np.asarray(stats["grad_norm"])[i])
+            for k in names:
+                row[f"grad_norm_{k}"] = float(np.mean(np.asarray(stats["group_norms"][k])))
+            row["gate_near_boundary"] = row["selection_near_boundary"] = float("nan")
+            history_rows.append(row)
+            if bar is not None:
+                bar.set_postfix(objective=f"{row['objective']:.4g}", grad=f"{row['grad_norm']:.3g}")
+
+            done = step + 1 == config.n_iterations
+            if (step + 1) % config.eval_every == 0 or done:
+                params_np = trainer.to_numpy(params)
+                val = _validate_sets(prices, strategy, pool, config, periods, params_np, step + 1,
+                                     nonfinite_validations)
+                improved = val > best_value
+                for i in np.flatnonzero(improved):
+                    best_value[i] = val[i]
+                    for k in names:
+                        best_params[k][i] = params_np[k][i]
+                evals_since_improvement = 0 if improved.any() else evals_since_improvement + 1
+                row.update(_boundary_row(prices, strategy, pool, config, starts[0], params_np))
+                eval_rows.append({"step": step + 1, **{f"validation_set{i}": float(v) for i, v in enumerate(val)},
+                                  "validation_best": float(np.max(best_value))})
+                if config.patience is not None and evals_since_improvement >= config.patience:
+                    stopped_early = True
+            if run_path is not None and ((step + 1) % config.checkpoint_every == 0 or done or stopped_early):
+                _write_checkpoint(run_path / CHECKPOINT, {
+                    "config": config.to_dict(), "fingerprint": fingerprint, "step": step + 1,
+                    "params": trainer.to_numpy(params), "opt_state": trainer.to_numpy(opt_state),
+                    "history": history_rows, "evaluations": eval_rows, "best_value": best_value,
+                    "best_params": best_params, "evals_since_improvement": evals_since_improvement,
+                    "updates_applied": updates_applied,
+                })
+                last_checkpoint = step + 1
+            if stopped_early:
+                break
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        if run_path is not None and last_checkpoint is not None:
+            where = f"the last checkpoint (step {last_checkpoint}) is in {run_path}: resume with resume={str(run_path)!r}"
+        else:
+            where = "no checkpoint was written"
+        raise TrainingInterrupted(f"training interrupted at step {step}; {where}", step, last_checkpoint,
+                                  run_path) from None
     if bar is not None:
         bar.close()
 
     if not np.isfinite(best_value).any():
         raise TrainingDivergedError("no parameter set reached a finite validation objective",
-                                    {"best_value": best_value.tolist()})
+                                    {"best_value": best_value.tolist(), "nonfinite": nonfinite_validations})
     best_set = int(np.argmax(best_value))
     per_set = [strategy.with_params({k: best_params[k][i] for k in names}) for i in range(config.n_sets)]
     best = per_set[best_set]
@@ -384,11 +678,29 @@ def train(
         strategy=best, strategies_per_set=per_set, history=pd.DataFrame(history_rows),
         evaluations=pd.DataFrame(eval_rows), validation=validation, test=test, periods=periods,
         best_set=best_set, stopped_early=stopped_early, wall_time_s=time.perf_counter() - t0, run_dir=run_path,
-        extras={"updates_applied": updates_applied},
+        extras={"updates_applied": updates_applied, "selected_on": selected_on,
+                "nonfinite_validations": nonfinite_validations},
     )
     if run_path is not None:
         write_run(result, prices, pool, config)
     return result
+
+
+def _revert_sets(trainer, config, previous, params_np, opt_state, bad) -> tuple[Any, Any]:
+    """Undo the update of the sets in ``bad`` (parameters back to ``previous``, optimizer state reset), as
+    the trainer itself does for a non-finite objective or gradient under ``nan_policy="skip"``."""
+    old = trainer.to_numpy(previous)
+    fixed = {k: np.where(bad.reshape((-1,) + (1,) * (np.ndim(v) - 1)), old[k], v) for k, v in params_np.items()}
+    params = trainer.from_numpy(fixed, config.dtype)
+    state_np = trainer.to_numpy(opt_state)
+    reset_np = trainer.to_numpy(trainer.init(params))
+    leaves = []
+    for leaf, fresh in zip(_tree_leaves(state_np), _tree_leaves(reset_np)):
+        leaf = np.asarray(leaf)
+        if leaf.ndim >= 1 and leaf.shape[0] == bad.size:
+            leaf = np.where(bad.reshape((-1,) + (1,) * (leaf.ndim - 1)), np.asarray(fresh), leaf)
+        leaves.append(leaf)
+    return params, trainer.from_numpy(_tree_rebuild(state_np, leaves), config.dtype)
 
 
 def _boundary_row(prices, strategy, pool, config, start, params_np) -> dict[str, float]:
@@ -397,8 +709,8 @@ def _boundary_row(prices, strategy, pool, config, start, params_np) -> dict[str,
 
     gate, sel = [], []
     for i in range(config.n_sets):
-        single = strategy.with_params({k: v[i] for k, v in params_np.items()})
         try:
+            single = strategy.with_params({k: v[i] for k, v in params_np.items()})
             b = boundary_statistics(prices, single, pool, int(start), config.bout_length, config.smoothing)
         except (ValueError, FloatingPointError):
             continue
@@ -409,12 +721,46 @@ def _boundary_row(prices, strategy, pool, config, start, params_np) -> dict[str,
     return {"gate_near_boundary": float(np.mean(gate)), "selection_near_boundary": float(np.mean(sel))}
 
 
-def _validate_sets(prices, strategy, pool, config, periods, params_np) -> np.ndarray:
-    """Exact-mode validation objective of every parameter set (one simulation with a set axis)."""
+def _validate_sets(prices, strategy, pool, config, periods, params_np, step, nonfinite) -> np.ndarray:
+    """Exact-mode validation objective of every parameter set (one simulation with a set axis).
+
+    A set whose parameters are out of range, whose simulation is non-finite or whose objective is not
+    finite gets -inf, so it can never become the best; under ``nan_policy="raise"`` it stops training
+    (:class:`TrainingDivergedError`). Each such case is appended to ``nonfinite``.
+    """
     period = periods.validation if periods.validation[1] > periods.validation[0] else periods.train
-    values = _exact_metrics(prices, strategy.with_params(params_np), pool, period, config.dtype)[config.objective]
-    values = np.asarray(values, dtype=np.float64).reshape(-1)
-    return np.where(np.isfinite(values), values, -np.inf)
+    n = config.n_sets
+    values = np.full(n, -np.inf)
+    reasons: list[str | None] = list(parameter_problems(strategy.name, params_np, pool.chunk_period,
+                                                        strategy.max_memory_days))
+    ok = [i for i in range(n) if reasons[i] is None]
+
+    def run(indices: list[int]) -> np.ndarray:
+        sub = strategy.with_params({k: np.asarray(v)[indices] for k, v in params_np.items()})
+        out = _exact_metrics(prices, sub, pool, period, config.dtype)[config.objective]
+        return np.asarray(out, dtype=np.float64).reshape(-1)
+
+    if ok:
+        try:
+            values[ok] = run(ok)
+        except NonFiniteSimulationError:
+            for i in ok:  # find which sets fail
+                try:
+                    values[i] = run([i])[0]
+                except NonFiniteSimulationError as exc:
+                    reasons[i] = f"non-finite {exc.quantity} at row {exc.row} of the validation bout"
+    for i in range(n):
+        if reasons[i] is None and not math.isfinite(values[i]):
+            reasons[i] = f"validation {config.objective} = {values[i]!r}"
+        if reasons[i] is not None:
+            values[i] = -np.inf
+            nonfinite.append({"step": int(step), "set": i, "reason": reasons[i]})
+            if config.nan_policy == "raise":
+                raise TrainingDivergedError(
+                    f"non-finite validation at step {step}, parameter set {i}: {reasons[i]} (nan_policy='raise'; "
+                    f"with nan_policy='skip' such a set is never selected as best)",
+                    {"step": int(step), "set": i, "first_nonfinite": reasons[i]})
+    return values
 
 
 def write_run(result: TrainResult, prices: Prices, pool: Pool, config: TrainConfig) -> None:
@@ -423,10 +769,11 @@ def write_run(result: TrainResult, prices: Prices, pool: Pool, config: TrainConf
     result.history.to_csv(run / "log.csv", index=False)
     result.evaluations.to_csv(run / "evaluations.csv", index=False)
     (run / "best_params.toml").write_text(to_toml(strategy=result.strategy))
-    summary = {"best_set": result.best_set, "validation": result.validation, "test": result.test,
+    summary = {"best_set": result.best_set, "selected_on": result.extras.get("selected_on", "validation"),
+               "validation": result.validation, "test": result.test,
                "periods": dataclasses.asdict(result.periods), "stopped_early": result.stopped_early,
                "wall_time_s": result.wall_time_s}
-    (run / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
+    write_json(run / "metrics.json", summary)
     from tfmm.plots import plot_run
 
     plot_run(result, prices, pool, run)
