@@ -412,9 +412,11 @@ def _trajectory(r0, W, P, fee, gas, arb, table, cfg, reserves, reserves_a, fees,
     fees[0] = 0.0
     choice[0, 0] = 0
     choice[0, 1] = 0
+    gamma, log_gamma = 1.0, 0.0
     for t in range(1, T):
-        gamma = 1.0 - fee[t]
-        log_gamma = math.log(gamma)
+        if 1.0 - fee[t] != gamma:  # the fee is usually constant: one log per change, not per minute
+            gamma = 1.0 - fee[t]
+            log_gamma = math.log(gamma)
         # rows copied into buffers: row views inside the loop would cost a reference count each
         for i in range(n):
             w_prev[i] = W[t - 1, i]
@@ -448,9 +450,11 @@ def _trajectory_adjoint(r0, W, P, fee, gas, arb, table, cfg, reserves, reserves_
     smooth = cfg[0]
     for i in range(n):
         R_bar[i] = g_reserves[T - 1, i]
+    gamma, log_gamma = 1.0, 0.0
     for t in range(T - 1, 0, -1):
-        gamma = 1.0 - fee[t]
-        log_gamma = math.log(gamma)
+        if 1.0 - fee[t] != gamma:
+            gamma = 1.0 - fee[t]
+            log_gamma = math.log(gamma)
         fee_bar = g_fees[t]
         for i in range(n):
             w_prev[i] = W[t - 1, i]
@@ -497,6 +501,24 @@ def _trajectory_adjoint(r0, W, P, fee, gas, arb, table, cfg, reserves, reserves_
 
 # ----------------------------------------------------------------------------------------------------------
 # batched entry points (one trajectory per prange iteration)
+
+
+@_jit
+def _forward_one(r0, W, P, fee, gas, arb, table, cfg, reserves, reserves_a, fees, choice):
+    """One trajectory without a parallel region (whose idle worker would spin on the other core)."""
+    sc = _scratch(table[0].shape[0], r0.shape[1])
+    buf = np.zeros((13, r0.shape[1]))
+    _trajectory(r0[0], W[0], P[0], fee[0], gas[0], arb[0], table, cfg, reserves[0], reserves_a[0], fees[0],
+                choice[0], sc, buf)
+
+
+@_jit
+def _adjoint_one(r0, W, P, fee, gas, arb, table, cfg, reserves, reserves_a, choice, g_reserves, g_fees, g_r0,
+                 g_w, g_fee, g_gas, g_arb):
+    sc = _scratch(table[0].shape[0], r0.shape[1])
+    buf = np.zeros((13, r0.shape[1]))
+    _trajectory_adjoint(r0[0], W[0], P[0], fee[0], gas[0], arb[0], table, cfg, reserves[0], reserves_a[0],
+                        choice[0], g_reserves[0], g_fees[0], g_r0[0], g_w[0], g_fee[0], g_gas[0], g_arb[0], sc, buf)
 
 
 @_pjit
@@ -631,7 +653,7 @@ def forward(settings: FeePathSettings, r0, weights, prices, fee, gas, arb_fee):
     fees = np.empty((B, T))
     choice = np.empty((B, T, 2), dtype=np.int32)
     if B and T:
-        _forward_batch(_flat(r0, batch, (n,)), _flat(weights, batch, (T, n)), _flat(prices, batch, (T, n)),
+        (_forward_one if B == 1 else _forward_batch)(_flat(r0, batch, (n,)), _flat(weights, batch, (T, n)), _flat(prices, batch, (T, n)),
                        _flat(fee, batch, (T,)), _flat(gas, batch, (T,)), _flat(arb_fee, batch, (T,)),
                        *settings._args(), reserves, reserves_a, fees, choice)
     return (reserves.reshape(batch + (T, n)), fees.reshape(batch + (T,)),
@@ -654,7 +676,7 @@ def backward(settings: FeePathSettings, r0, weights, prices, fee, gas, arb_fee, 
     g_gas = np.zeros((B, T))
     g_arb = np.zeros((B, T))
     if B and T:
-        _adjoint_batch(_flat(r0, batch, (n,)), _flat(weights, batch, (T, n)), _flat(prices, batch, (T, n)),
+        (_adjoint_one if B == 1 else _adjoint_batch)(_flat(r0, batch, (n,)), _flat(weights, batch, (T, n)), _flat(prices, batch, (T, n)),
                        _flat(fee, batch, (T,)), _flat(gas, batch, (T,)), _flat(arb_fee, batch, (T,)),
                        *settings._args(), _flat(reserves, batch, (T, n)), _flat(reserves_a, batch, (T, n)),
                        _flat(choice, batch, (T, 2), np.int32),
