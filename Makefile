@@ -1,10 +1,10 @@
-# The two commands of the README. Both create .venv/ if missing and reuse it afterwards.
+# The commands of the README. All create .venv/ if missing and reuse it afterwards.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PIP_FLAGS := --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: demo test bench clean-venv
+.PHONY: demo test parity bench clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ demo: $(VENV)/.installed-all
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest tests parity_tests
+
+# the parity suite with the thorough hypothesis profile (>= 1000 examples per property); prints each
+# property's example count
+parity: $(VENV)/.installed-dev
+	HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest parity_tests --hypothesis-show-statistics
 
 bench: $(VENV)/.installed-all
 	$(BIN)/python bench/bench_jax.py

@@ -4,42 +4,49 @@ Forward values in exact and smooth mode, every strategy, random pools (fee, gas,
 interpolation periods, signature sets), random price paths and bout starts; log-domain products on paths
 with extreme price levels; smooth-mode gradients against the reference's central differences.
 
-Tolerances: float64. Exact mode makes hard decisions (gate, argmax, validity with a 1e-9 tolerance); the two
-implementations round differently, so a decision exactly at its threshold may go either way, which moves
-values by at most about 1e-7 relative (a trade of the size the tolerance admits). Smooth mode has no such
+Tolerances: float64. Exact mode makes hard decisions (gate, argmax among candidates, validity with a 1e-9
+tolerance). The reference computes ``Rt - R`` and ``-Delta . p`` directly, so its profits carry an absolute
+rounding error of a few eps times the pool value, while the core's are cancellation-free; a decision whose
+margin is below that may go either way (parity_tests/reference_boundaries.py, with the seed-777 case).
+The strict exact test therefore excludes draws with such a decision (``assume``) and compares to 1e-9; those
+draws get their own test of values (the choices may differ, the values may not). Smooth mode has no such
 threshold except candidate validity, so it is compared at 1e-9.
 """
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import tfmm
 from tfmm.data import synthetic_prices
 from tfmm.specs import STRATEGY_PARAMETERS
 
+from parity_settings import parity_settings
+from reference_boundaries import near_boundary
+
 pytest.importorskip("jax")
 
 DAY = 1440
-N_EXAMPLES = int(os.environ.get("TFMM_PARITY_EXAMPLES", "8" if os.environ.get("CI") else "15"))
-PARITY = settings(max_examples=N_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+# Every example simulates a new bout of 720..2,880 minutes on both backends (JAX compiles each new shape):
+# under the quick profiles 8 (ci) / 15 (dev) examples per property; thorough: the profile's count.
+PARITY = parity_settings(ci=8, dev=15)
 
 
 @st.composite
-def scenarios(draw, n_assets=None, strategies=tuple(STRATEGY_PARAMETERS)):
+def scenarios(draw, n_assets=None, strategies=tuple(STRATEGY_PARAMETERS), frictionless=False):
+    """(prices, strategy, pool, start, length). ``frictionless``: a fee > 0 but no gas and no arbitrage cost,
+    where exact-mode decisions sit on their boundaries most often (reference_boundaries.py)."""
     n = draw(st.integers(2, 3)) if n_assets is None else n_assets
     name = draw(st.sampled_from(strategies))
     chunk = draw(st.sampled_from([60, 240, 1440]))
     interp = draw(st.sampled_from([None, chunk // 2]))
     pool = tfmm.Pool(
-        fee=draw(st.sampled_from([0.0, 0.001, 0.003, 0.01])),
-        gas=draw(st.sampled_from([0.0, 0.0, 5.0])),
-        arb_fee=draw(st.sampled_from([0.0, 0.0, 0.0005])),
+        fee=draw(st.sampled_from([0.001, 0.003, 0.01] if frictionless else [0.0, 0.001, 0.003, 0.01])),
+        gas=0.0 if frictionless else draw(st.sampled_from([0.0, 0.0, 5.0])),
+        arb_fee=0.0 if frictionless else draw(st.sampled_from([0.0, 0.0, 0.0005])),
         chunk_period=chunk, interpolation_period=interp,
         interpolation=draw(st.sampled_from(["linear", "approx_optimal"])),
         max_change=draw(st.sampled_from([3e-4, 2e-3])),
@@ -72,12 +79,33 @@ def _run(backend, prices, strategy, pool, start, length, mode, smoothing=None):
 @PARITY
 @given(scenarios())
 def test_exact_forward_parity(case):
+    """Draws without a decision on its boundary: the same decisions, so equal to rounding."""
     prices, strategy, pool, start, length = case
     jx = _run("jax", prices, strategy, pool, start, length, "exact")
     ref = _run("reference", prices, strategy, pool, start, length, "exact")
+    assume(not near_boundary(ref))
+    # weights do not depend on reserves: the estimators' and the recursion's rounding, ~1e-15 measured
     np.testing.assert_allclose(jx.weights, ref.weights, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(jx.values, ref.values, rtol=1e-6)
-    np.testing.assert_allclose(jx.reserves, ref.reserves, rtol=1e-6)
+    # the same decisions every minute: rounding of 720..2,880 steps (~1e-13 measured over 52 such draws)
+    np.testing.assert_allclose(jx.values, ref.values, rtol=1e-9)
+    np.testing.assert_allclose(jx.reserves, ref.reserves, rtol=1e-9)
+
+
+@parity_settings(ci=4, dev=8)  # nearly every frictionless draw has such a decision (one assume() rejection in ~20)
+@given(scenarios(frictionless=True))
+def test_exact_forward_values_on_decision_boundaries(case):
+    """Draws with a decision within the reference's rounding of its boundary (a near-tie of the top two
+    candidates' profits, or a gate margin near 0): the backends may choose differently there, so the paths
+    part, but only by trades of about zero profit, so values agree and reserves stay in the same band."""
+    prices, strategy, pool, start, length = case
+    jx = _run("jax", prices, strategy, pool, start, length, "exact")
+    ref = _run("reference", prices, strategy, pool, start, length, "exact")
+    assume(near_boundary(ref))
+    np.testing.assert_allclose(jx.weights, ref.weights, rtol=1e-10, atol=1e-12)  # as in the strict test
+    # a flipped choice is a trade of ~1e-10 USD of profit: values moved by <= 6e-10 in every case measured
+    np.testing.assert_allclose(jx.values, ref.values, rtol=1e-8)
+    # the two pools sit at different points of the same no-arbitrage band (width ~ fee per asset)
+    np.testing.assert_allclose(jx.reserves, ref.reserves, rtol=2 * pool.fee)
 
 
 @PARITY
@@ -107,7 +135,7 @@ def test_log_domain_products_at_extreme_price_levels(seed, level, n):
         np.testing.assert_allclose(jx.values, ref.values, rtol=1e-6)
 
 
-@settings(max_examples=max(2, N_EXAMPLES // 2), deadline=None, suppress_health_check=list(HealthCheck))
+@parity_settings(ci=4, dev=7)  # also a gradient per example, and many reference forward passes
 @given(scenarios(n_assets=2, strategies=("momentum", "power_channel", "min_variance")))
 def test_smooth_gradient_parity(case):
     """JAX autodiff against the reference's central differences (its own smooth forward pass)."""

@@ -1,4 +1,5 @@
-"""Pool math of tfmm.core.g3m (MATH.md section 2) on the JAX backend, float64 unless stated.
+"""Pool math of tfmm.core.g3m (MATH.md section 2) on every array backend (the ``bk`` fixture), float64
+unless stated.
 
 Independent references used here: MATH.md's reference values, the two-asset closed form of MATH 2.3, and a
 plain numpy transcription of MATH 2.3-2.5 / docs/smooth_mode.md (one candidate at a time, one minute at a
@@ -11,8 +12,6 @@ import functools
 import itertools
 import math
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -21,7 +20,8 @@ from hypothesis import strategies as st
 import tfmm
 from tfmm.core import g3m
 
-bk = tfmm.backend._load("jax")
+from array_helpers import grad, np_dtype, to_np
+
 TOL = 1e-9  # MATH 2.3 invariant tolerance (float64)
 
 
@@ -114,22 +114,24 @@ def random_path(T, n, seed, vol=2e-3, weight_speed=0.05):
 
 
 @functools.lru_cache(maxsize=None)
-def jitted_fee_reserves(kind, smoothing, n, checkpoint_every=None):
-    """fee_reserves under jax.jit for one static configuration (compiled once per shape)."""
+def jitted_fee_reserves(bk, kind, smoothing, n, checkpoint_every=None):
+    """fee_reserves under ``bk.jit`` for one static configuration (on JAX compiled once per shape)."""
     sigs = g3m.signature_matrix(n, kind)
 
     def f(r0, W, P, fee, gas, arb_fee):
         return g3m.fee_reserves(r0, W, P, fee, gas, arb_fee, sigs, smooth=smoothing is not None,
                                 smoothing=smoothing, bk=bk, checkpoint_every=checkpoint_every)
 
-    return jax.jit(f)
+    return bk.jit(f)
 
 
-def run_fee(r0, W, P, fee, gas=0.0, arb_fee=0.0, kind="all", smoothing=None):
+def run_fee(bk, r0, W, P, fee, gas=0.0, arb_fee=0.0, kind="all", smoothing=None):
+    """fee_reserves with every rate a (T,) backend array (traced, as the engine passes them); numpy out."""
     T, n = P.shape
-    f = jitted_fee_reserves(kind, smoothing, n)
-    out = f(r0, W, P, per_row(fee, T), per_row(gas, T), per_row(arb_fee, T))
-    return tuple(np.asarray(x) for x in out)
+    f = jitted_fee_reserves(bk, kind, smoothing, n)
+    args = (r0, W, P, per_row(fee, T), per_row(gas, T), per_row(arb_fee, T))
+    out = f(*(bk.asarray(a) for a in args))
+    return tuple(to_np(bk, x) for x in out)
 
 
 def per_row(x, T):
@@ -167,33 +169,35 @@ def test_signature_errors():
 # MATH 2.1, 2.2
 
 
-def test_initial_reserves_equilibrium():
+def test_initial_reserves_equilibrium(bk):
     w, p = np.array([0.2, 0.3, 0.5]), np.array([2.0, 30000.0, 0.5])
-    r0 = np.asarray(g3m.initial_reserves(1e6, w, p, jnp))
-    np.testing.assert_allclose(r0, 1e6 * w / p, rtol=1e-15)
-    np.testing.assert_allclose(r0 * p / w, 1e6, rtol=1e-14)  # value share = weight (spot = price)
+    r0 = to_np(bk, g3m.initial_reserves(1e6, bk.asarray(w), bk.asarray(p), bk.xp))
+    np.testing.assert_allclose(r0, 1e6 * w / p, rtol=1e-15)  # one multiply and one divide: an ulp or two
+    np.testing.assert_allclose(r0 * p / w, 1e6, rtol=1e-14)  # value share = weight (spot = price); 4 roundings
 
 
-def test_zero_fee_rho_reference_values():
+def test_zero_fee_rho_reference_values(bk):
     W = np.array([[0.5, 0.5], [0.6, 0.4]])
     P = np.array([[100.0, 2000.0], [105.0, 1950.0]])
-    rho = np.asarray(g3m.zero_fee_reserves(np.ones(2), W, P, bk))
-    np.testing.assert_allclose(rho[0], [1.0, 1.0], rtol=0)
+    rho = to_np(bk, g3m.zero_fee_reserves(bk.asarray(np.ones(2)), bk.asarray(W), bk.asarray(P), bk))
+    np.testing.assert_array_equal(rho[0], [1.0, 1.0])  # row 0 is r0 times exp(0)
+    # MATH.md's values to 16 digits; exp of a sum of a few logs rounds by ~10 ulps
     np.testing.assert_allclose(rho[1], [1.133298103321631, 0.813649920333479], rtol=1e-13)
-    log_rho = np.asarray(g3m.log_rebalancing_ratios(jnp.asarray(W), jnp.asarray(P), jnp))
-    np.testing.assert_allclose(np.exp(log_rho[0]), rho[1], rtol=1e-14)
+    log_rho = to_np(bk, g3m.log_rebalancing_ratios(bk.asarray(W), bk.asarray(P), bk.xp))
+    np.testing.assert_allclose(np.exp(log_rho[0]), rho[1], rtol=1e-14)  # same logs, summed in another order
 
 
-def test_rebalancing_cost():
+def test_rebalancing_cost(bk):
     w0, w1, p = np.array([0.5, 0.5]), np.array([0.6, 0.4]), np.array([100.0, 2000.0])
     r0 = 1e6 * w0 / p
-    R = np.asarray(g3m.zero_fee_reserves(r0, np.stack([w0, w1]), np.stack([p, p]), bk))
+    R = to_np(bk, g3m.zero_fee_reserves(bk.asarray(r0), bk.asarray(np.stack([w0, w1])),
+                                        bk.asarray(np.stack([p, p])), bk))
     ratio = R[1] @ p / (R[0] @ p)
-    assert ratio == pytest.approx(0.9800658521, abs=1e-10)
-    assert ratio == pytest.approx(np.prod((w0 / w1) ** w1), rel=1e-13)
+    assert ratio == pytest.approx(0.9800658521, abs=1e-10)  # MATH.md's value has 10 decimals
+    assert ratio == pytest.approx(np.prod((w0 / w1) ** w1), rel=1e-13)  # closed form; exp/log rounding
 
 
-def test_four_step_reference_fee_zero_both_paths():
+def test_four_step_reference_fee_zero_both_paths(bk):
     r0 = np.array([5000.0, 250.0])
     W = np.array([[0.5, 0.5], [0.5, 0.5], [0.6, 0.4], [0.6, 0.4]])
     P = np.array([[100.0, 2000.0], [103.0, 1990.0], [103.0, 1990.0], [99.0, 2010.0]])
@@ -203,12 +207,13 @@ def test_four_step_reference_fee_zero_both_paths():
         [5779.622005912255, 199.4308430850795],
         [5895.456516025832, 193.5821542575646],
     ])
-    closed = np.asarray(g3m.zero_fee_reserves(r0, W, P, bk))
-    np.testing.assert_allclose(closed, expected, rtol=1e-13)
+    closed = to_np(bk, g3m.zero_fee_reserves(bk.asarray(r0), bk.asarray(W), bk.asarray(P), bk))
+    np.testing.assert_allclose(closed, expected, rtol=1e-13)  # MATH.md's 16 digits, exp/log rounding
     for kind in ("all", "pairwise"):
-        res, trades, fees = run_fee(r0, W, P, np.zeros(4), kind=kind)
+        res, trades, fees = run_fee(bk, r0, W, P, np.zeros(4), kind=kind)
+        # three sequential steps, each ~10 ulps of exp/log/expm1: 1e-12
         np.testing.assert_allclose(res, expected, rtol=1e-12)
-        np.testing.assert_allclose(np.cumsum(trades, axis=0) + r0, expected, rtol=1e-12)
+        np.testing.assert_allclose(np.cumsum(trades, axis=0) + r0, expected, rtol=1e-12)  # as above
         np.testing.assert_array_equal(fees, 0.0)
 
 
@@ -216,10 +221,16 @@ def test_four_step_reference_fee_zero_both_paths():
 # MATH 2.3 candidate trades
 
 
-def best_candidate(R, w, p, gamma, kind):
+def candidates(bk, R, w, p, gamma, sigs):
+    """g3m.candidate_trades on numpy inputs: numpy (deltas, profits, valid)."""
+    out = g3m.candidate_trades(bk.asarray(np.asarray(R, float)), bk.asarray(np.asarray(w, float)),
+                               bk.asarray(np.asarray(p, float)), bk.asarray(gamma), sigs, bk)
+    return tuple(to_np(bk, x) for x in out)
+
+
+def best_candidate(bk, R, w, p, gamma, kind):
     sigs = g3m.signature_matrix(len(w), kind)
-    d, pr, v = (np.asarray(x) for x in g3m.candidate_trades(np.array(R, float), np.array(w), np.array(p, float),
-                                                           gamma, sigs, bk))
+    d, pr, v = candidates(bk, R, w, p, gamma, sigs)
     i = int(np.argmax(pr))
     return sigs[i], d[i], pr[i], v
 
@@ -230,32 +241,35 @@ def best_candidate(R, w, p, gamma, kind):
     # the trade the incumbent rejects by rounding must be executed
     ((0.5, 0.5), (5000.0, 250.0), (103.0, 1990.0), (-78.29756064, 3.98912577), 126.29),
 ])
-def test_two_asset_reference_values(w, R, p, delta, profit):
-    _, d, pr, _ = best_candidate(R, w, p, 0.997, "all")
-    np.testing.assert_allclose(d, delta, rtol=2e-9)
+def test_two_asset_reference_values(bk, w, R, p, delta, profit):
+    _, d, pr, _ = best_candidate(bk, R, w, p, 0.997, "all")
+    np.testing.assert_allclose(d, delta, rtol=2e-9)  # the reference values have 8 decimals (~1e-9 relative)
     if profit is not None:
+        # 126.29 is stated to 2 decimals, the others to 8
         assert pr == pytest.approx(profit, abs=5e-3 if profit == 126.29 else 1e-8)
+        # the cancellation-free profit equals -Delta . p up to that sum's cancellation (~1e-14 here)
         assert pr == pytest.approx(-np.dot(d, p), rel=1e-12)
 
 
-def test_three_asset_reference_values():
+def test_three_asset_reference_values(bk):
     w, R, p = (0.4, 0.35, 0.25), (1000.0, 500.0, 250.0), (1.0, 2.5, 5.0)
-    sig, d, pr, _ = best_candidate(R, w, p, 0.997, "pairwise")
+    sig, d, pr, _ = best_candidate(bk, R, w, p, 0.997, "pairwise")
     assert tuple(sig) == (1, 0, -1)
+    # values stated to 8 decimals (~1e-10 relative, 1e-9 with margin); the inactive entry is an exact 0
     np.testing.assert_allclose(d, [304.91870143, 0.0, -86.50903394], rtol=1e-9, atol=1e-12)
-    assert pr == pytest.approx(127.62646826, abs=1e-7)
-    sig, d, pr, _ = best_candidate(R, w, p, 0.997, "all")
-    np.testing.assert_allclose(d, [345.93870275, -27.86829456, -81.38153377], rtol=1e-9)
-    assert pr == pytest.approx(130.63970251, abs=1e-7)
+    assert pr == pytest.approx(127.62646826, abs=1e-7)  # 8 decimals stated
+    sig, d, pr, _ = best_candidate(bk, R, w, p, 0.997, "all")
+    np.testing.assert_allclose(d, [345.93870275, -27.86829456, -81.38153377], rtol=1e-9)  # as above
+    assert pr == pytest.approx(130.63970251, abs=1e-7)  # as above
 
 
-def test_rejected_trade_executed_by_the_step():
+def test_rejected_trade_executed_by_the_step(bk):
     r0 = np.array([5000.0, 250.0])
     W = np.full((2, 2), 0.5)
     P = np.array([[100.0, 2000.0], [103.0, 1990.0]])
-    res, trades, fees = run_fee(r0, W, P, 0.003)
-    np.testing.assert_allclose(trades[1], [-78.29756064, 3.98912577], rtol=2e-9)
-    assert fees[1] == pytest.approx(0.003 * 3.98912577 * 1990.0, rel=1e-8)
+    res, trades, fees = run_fee(bk, r0, W, P, 0.003)
+    np.testing.assert_allclose(trades[1], [-78.29756064, 3.98912577], rtol=2e-9)  # values given to 8 decimals
+    assert fees[1] == pytest.approx(0.003 * 3.98912577 * 1990.0, rel=1e-8)  # the same trade, 8 decimals
 
 
 reserves_st = st.floats(1.0, 1e6)
@@ -268,12 +282,12 @@ band_gamma_st = st.floats(0.9, 0.999)
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.tuples(reserves_st, reserves_st), st.tuples(price_st, price_st), weight_st, band_gamma_st)
-def test_two_asset_closed_form(R, p, w0, gamma):
+@given(R=st.tuples(reserves_st, reserves_st), p=st.tuples(price_st, price_st), w0=weight_st, gamma=band_gamma_st)
+def test_two_asset_closed_form(bk, R, p, w0, gamma):
     R, p = np.array(R), np.array(p)
     w = np.array([w0, 1.0 - w0]) if w0 < 1.0 else np.array([0.5, 0.5])
     assume(0.02 < w[0] < 0.98)
-    d, pr, v = (np.asarray(x) for x in g3m.candidate_trades(R, w, p, gamma, g3m.signature_matrix(2, "all"), bk))
+    d, pr, v = candidates(bk, R, w, p, gamma, g3m.signature_matrix(2, "all"))
     k = math.exp(w @ np.log(R))
     closed = np.array([
         (k * (gamma * w[0] * p[1] / (w[1] * p[0])) ** w[1] - R[0]) / gamma,
@@ -283,6 +297,8 @@ def test_two_asset_closed_form(R, p, w0, gamma):
     ratio = p[0] / p[1]
     if ratio < gamma * spot * (1 - 1e-6):  # token 0 too cheap in the pool's eyes: sell it in (+1, -1)
         assert v[0] and not v[1]
+        # the closed form K (...)^w - R cancels for small trades: its rounding is ~1e-15 R absolute;
+        # 1e-8 relative: pow/exp of arguments up to ~20 in size
         np.testing.assert_allclose(d[0], closed, rtol=1e-8, atol=1e-9 * R.max())
         assert pr[0] >= 0.0
     elif ratio > spot / gamma * (1 + 1e-6):
@@ -298,14 +314,14 @@ move_st = st.floats(-1.5, 1.5)
 
 @settings(max_examples=30, deadline=None)
 @given(
-    st.floats(1e3, 1e8),
-    st.tuples(price_st, price_st, price_st),
-    st.tuples(move_st, move_st, move_st),
-    st.tuples(weight_st, weight_st, weight_st),
-    gamma_st,
-    st.sampled_from(["pairwise", "all"]),
+    value=st.floats(1e3, 1e8),
+    p_eq=st.tuples(price_st, price_st, price_st),
+    moves=st.tuples(move_st, move_st, move_st),
+    wr=st.tuples(weight_st, weight_st, weight_st),
+    gamma=gamma_st,
+    kind=st.sampled_from(["pairwise", "all"]),
 )
-def test_candidates_match_literal_formula(value, p_eq, moves, wr, gamma, kind):
+def test_candidates_match_literal_formula(bk, value, p_eq, moves, wr, gamma, kind):
     """A pool in equilibrium at prices p_eq meets market prices p_eq * exp(move). (Moves are bounded: a trade
     that drains a reserve to ~1e-9 of itself makes the literal K(R + g Delta) = K(R) round by more than
     the tolerance, which g3m's evaluation avoids; see its module docstring.)"""
@@ -313,23 +329,25 @@ def test_candidates_match_literal_formula(value, p_eq, moves, wr, gamma, kind):
     R = value * w / np.array(p_eq)
     p = np.array(p_eq) * np.exp(np.array(moves))
     sigs = g3m.signature_matrix(3, kind)
-    d, pr, v = (np.asarray(x) for x in g3m.candidate_trades(R, w, p, gamma, sigs, bk))
+    d, pr, v = candidates(bk, R, w, p, gamma, sigs)
     for s in range(len(sigs)):
         rd, rp, rv = ref_candidate(R, w, p, gamma, sigs[s])
         assert bool(v[s]) == rv
+        # the literal formula's Rt - R and -Delta . p cancel: absolute floors ~1e-10 of the pool (moves up
+        # to e^1.5 make its exp/pow arguments large), 1e-9 relative otherwise
         np.testing.assert_allclose(d[s], rd, rtol=1e-9, atol=1e-10 * R.max())
         assert pr[s] == pytest.approx(rp, rel=1e-9, abs=1e-9 * float(R @ p))
         if rv:  # a valid candidate: reserves stay positive, the fee-adjusted invariant does not fall
             assert np.all(R + d[s] > 0)
             gp = np.where(d[s] > 0, gamma, 1.0)
-            assert w @ np.log(R + gp * d[s]) >= w @ np.log(R) + math.log1p(-TOL)
-            assert rp >= -1e-9 * float(R @ p)  # the optimum is never worse than not trading
+            assert w @ np.log(R + gp * d[s]) >= w @ np.log(R) + math.log1p(-TOL)  # MATH 2.3's own tolerance
+            assert rp >= -1e-9 * float(R @ p)  # never worse than not trading, up to the cancellation above
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.tuples(weight_st, weight_st, weight_st), st.tuples(price_st, price_st, price_st),
-       st.tuples(st.floats(-1, 1), st.floats(-1, 1), st.floats(-1, 1)), band_gamma_st)
-def test_no_trade_inside_the_band(wr, p, noise, gamma):
+@given(wr=st.tuples(weight_st, weight_st, weight_st), p=st.tuples(price_st, price_st, price_st),
+       noise=st.tuples(st.floats(-1, 1), st.floats(-1, 1), st.floats(-1, 1)), gamma=band_gamma_st)
+def test_no_trade_inside_the_band(bk, wr, p, noise, gamma):
     """A pool whose spot prices are within the fee band of the market (MATH 2.3) is not traded."""
     w, p = np.array(wr) / np.sum(wr), np.array(p)
     # market prices moved by at most a fraction of the fee from the pool's equilibrium prices
@@ -337,12 +355,11 @@ def test_no_trade_inside_the_band(wr, p, noise, gamma):
     market = p * (1.0 + 0.3 * f * np.array(noise))
     R = 1e5 * w / p
     for kind in ("pairwise", "all"):
-        d, pr, v = (np.asarray(x) for x in
-                    g3m.candidate_trades(R, w, market, gamma, g3m.signature_matrix(3, kind), bk))
+        d, pr, v = candidates(bk, R, w, market, gamma, g3m.signature_matrix(3, kind))
         assert not v.any()
         np.testing.assert_array_equal(d, 0.0)
     W = np.stack([w, w])
-    res, trades, fees = run_fee(R, W, np.stack([p, market]), np.full(2, f))
+    res, trades, fees = run_fee(bk, R, W, np.stack([p, market]), np.full(2, f))
     np.testing.assert_array_equal(trades, 0.0)
     np.testing.assert_array_equal(res[1], R)
 
@@ -353,7 +370,7 @@ def test_no_trade_inside_the_band(wr, p, noise, gamma):
 
 @pytest.mark.parametrize("smoothing", [None, tfmm.Smoothing(selection="hard"),
                                        tfmm.Smoothing(selection="straight_through")])
-def test_ties_go_to_the_lowest_index(smoothing):
+def test_ties_go_to_the_lowest_index(bk, smoothing):
     """Assets 1 and 2 are identical, so (-1, +1, 0) and (-1, 0, +1) tie exactly in Phase A: the first is
     executed alone (not the sum of both), and Phase B then trades the pair that is still out of balance."""
     w = np.array([0.4, 0.3, 0.3])
@@ -361,13 +378,14 @@ def test_ties_go_to_the_lowest_index(smoothing):
     R = 1e6 * w / p0
     P = np.stack([p0, np.array([11.0, 2.0, 2.0])])
     sigs = g3m.signature_matrix(3, "pairwise")
-    d, pr, v = (np.asarray(x) for x in g3m.candidate_trades(R, w, P[1], 0.997, sigs, bk))
+    d, pr, v = candidates(bk, R, w, P[1], 0.997, sigs)
     first = [i for i, s in enumerate(sigs) if tuple(s) == (-1, 1, 0)][0]
     second = [i for i, s in enumerate(sigs) if tuple(s) == (-1, 0, 1)][0]
     assert first < second and pr[first] == pr[second] == pr.max() > 100.0
-    d_b, pr_b, _ = (np.asarray(x) for x in g3m.candidate_trades(R + d[first], w, P[1], 0.997, sigs, bk))
+    d_b, pr_b, _ = candidates(bk, R + d[first], w, P[1], 0.997, sigs)
     assert int(np.argmax(pr_b)) == second and pr_b[second] > 100.0  # gates are 1 at these profits
-    res, trades, _ = run_fee(R, np.stack([w, w]), P, 0.003, kind="pairwise", smoothing=smoothing)
+    res, trades, _ = run_fee(bk, R, np.stack([w, w]), P, 0.003, kind="pairwise", smoothing=smoothing)
+    # trades are reserve differences: the rounding of reserves ~1e5 is ~1e-11, 1e-12 of trades ~1e4
     np.testing.assert_allclose(trades[1], d[first] + d_b[second], rtol=1e-12)
 
 
@@ -376,7 +394,7 @@ def test_ties_go_to_the_lowest_index(smoothing):
 
 
 @pytest.mark.parametrize("n, kind", [(2, "all"), (3, "all"), (3, "pairwise")])
-def test_exact_path_matches_reference(n, kind):
+def test_exact_path_matches_reference(bk, n, kind):
     T = 300
     P, W = random_path(T, n, seed=n + len(kind))
     rng = np.random.default_rng(1)
@@ -384,37 +402,40 @@ def test_exact_path_matches_reference(n, kind):
     gas = np.where(fee == 0.0, 0.0, rng.choice([0.0, 5.0], size=T))
     arb_fee = np.where(fee == 0.0, 0.0, rng.choice([0.0, 1e-3], size=T))
     r0 = 1e6 * W[0] / P[0]
-    res, trades, fees = run_fee(r0, W, P, fee, gas, arb_fee, kind=kind)
+    res, trades, fees = run_fee(bk, r0, W, P, fee, gas, arb_fee, kind=kind)
     ref = ref_fee_path(r0, W, P, fee, gas, arb_fee, g3m.signature_matrix(n, kind))
+    # 300 minutes of two phases; the literal reference's K(R + g Delta) and Rt - R round at ~1e-13 per
+    # step and a near-threshold decision may flip (a trade of ~1e-9 of the pool): 1e-9
     np.testing.assert_allclose(res, ref[0], rtol=1e-9)
-    scale = 1e-9 * np.abs(ref[1]).max()
+    scale = 1e-9 * np.abs(ref[1]).max()  # the same, for trades that cross zero
     np.testing.assert_allclose(trades, ref[1], rtol=1e-8, atol=scale)
-    np.testing.assert_allclose(fees, ref[2], rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(fees, ref[2], rtol=1e-8, atol=1e-8)  # fee rates x those trades, in USD
     assert np.count_nonzero(np.abs(trades).sum(axis=1)) > T // 4  # the path does trade
     # after a fee-free (and gas-free) minute the pool is in equilibrium with the new weights and prices
     zero = np.nonzero(fee[1:] == 0.0)[0] + 1
     value_share = res[zero] * P[zero] / W[zero]
-    np.testing.assert_allclose(value_share / value_share[:, :1], 1.0, rtol=1e-10)
+    np.testing.assert_allclose(value_share / value_share[:, :1], 1.0, rtol=1e-10)  # exp/log rounding, ~1e-13
 
 
 @pytest.mark.parametrize("selection", ["softmax", "straight_through", "hard"])
-def test_smooth_path_matches_reference(selection):
+def test_smooth_path_matches_reference(bk, selection):
     T, n = 200, 3
     P, W = random_path(T, n, seed=7)
     rng = np.random.default_rng(2)
     fee = np.where(rng.uniform(size=T) < 0.1, 0.0, 0.003)
     sm = tfmm.Smoothing(selection=selection, gate_temperature=2.0, selection_temperature=5.0, abs_epsilon=1e-3)
     r0 = 1e6 * W[0] / P[0]
-    res, trades, fees = run_fee(r0, W, P, fee, 1.0, 2e-3, smoothing=sm)
+    res, trades, fees = run_fee(bk, r0, W, P, fee, 1.0, 2e-3, smoothing=sm)
     ref = ref_fee_path(r0, W, P, fee, per_row(1.0, T), per_row(2e-3, T), g3m.signature_matrix(n, "all"), sm)
-    np.testing.assert_allclose(res, ref[0], rtol=1e-9)
+    np.testing.assert_allclose(res, ref[0], rtol=1e-9)  # as in the exact test (no hard threshold but validity)
+    # trades from reserve differences carry ~1e-16 of reserves ~1e4 (1e-12) against trades down to ~1e-5
     np.testing.assert_allclose(trades, ref[1], rtol=1e-7, atol=1e-9 * np.abs(ref[1]).max())
-    np.testing.assert_allclose(fees, ref[2], rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(fees, ref[2], rtol=1e-7, atol=1e-8)  # fee rates x those trades, in USD
     assert np.all(res > 0)
 
 
 @pytest.mark.parametrize("n, smoothing", [(2, None), (3, tfmm.Smoothing(gate_temperature=3.0))])
-def test_static_and_traced_rates_agree(n, smoothing):
+def test_static_and_traced_rates_agree(bk, n, smoothing):
     """Rates known while tracing let fee_reserves leave out work (module docstring); results must not change."""
     T = 120
     P, W = random_path(T, n, seed=29)
@@ -423,54 +444,62 @@ def test_static_and_traced_rates_agree(n, smoothing):
     fee_mixed = np.full(T, 0.003)
     fee_mixed[10:15] = 0.0
     for fee, gas, arb_fee in ((0.003, 0.0, 0.0), (fee_mixed, 0.5, 1e-3), (np.full(T, 0.01), 2.0, 0.0)):
-        static = g3m.fee_reserves(r0, W, P, fee, gas, arb_fee, sigs, smooth=smoothing is not None,
-                                  smoothing=smoothing, bk=bk)
-        traced = run_fee(r0, W, P, fee, gas, arb_fee, smoothing=smoothing)
+        # numpy / Python rates: static (known while tracing)
+        static = g3m.fee_reserves(bk.asarray(r0), bk.asarray(W), bk.asarray(P), fee, gas, arb_fee, sigs,
+                                  smooth=smoothing is not None, smoothing=smoothing, bk=bk)
+        traced = run_fee(bk, r0, W, P, fee, gas, arb_fee, smoothing=smoothing)
         for a, b in zip(static, traced):
-            np.testing.assert_allclose(np.asarray(a), b, rtol=1e-10, atol=1e-8)  # rounding only
+            # rounding only: the two programs fuse differently (1e-10 of reserves; 1e-8 tokens/USD for
+            # trades and fees that are differences of reserves ~1e4)
+            np.testing.assert_allclose(to_np(bk, a), b, rtol=1e-10, atol=1e-8)
 
 
 @pytest.mark.parametrize("n", [2, 3])
-def test_weights_that_do_not_sum_to_one_are_normalised(n):
+def test_weights_that_do_not_sum_to_one_are_normalised(bk, n):
     """MATH 2.3 normalises the weights of the active set (wh = w / sum_A w), so weights off the simplex by
     rounding (float32 weights miss it by ~1e-7) or by a factor give the same trades."""
     T = 200
     P, W = random_path(T, n, seed=37)
     r0 = 1e6 * W[0] / P[0]
-    base, _, _ = run_fee(r0, W, P, 0.003)
+    base, _, _ = run_fee(bk, r0, W, P, 0.003)
     for scale in (1.0 + 1e-7, 1.01):
-        res, _, _ = run_fee(r0, W * scale, P, 0.003)
-        np.testing.assert_allclose(res, base, rtol=1e-11)
+        res, _, _ = run_fee(bk, r0, W * scale, P, 0.003)
+        np.testing.assert_allclose(res, base, rtol=1e-11)  # the same math up to the rounding of w / S_A
 
 
 @pytest.mark.parametrize("n", [2, 3])
-def test_fee_zero_path_equals_closed_form(n):
+def test_fee_zero_path_equals_closed_form(bk, n):
     T = 500
     P, W = random_path(T, n, seed=11 + n)
     r0 = 1e6 * W[0] / P[0]
-    closed = np.asarray(g3m.zero_fee_reserves(r0, W, P, bk))
+    closed = to_np(bk, g3m.zero_fee_reserves(bk.asarray(r0), bk.asarray(W), bk.asarray(P), bk))
     for kind in ("all", "pairwise"):
-        res, _, fees = run_fee(r0, W, P, 0.0, kind=kind)
+        res, _, fees = run_fee(bk, r0, W, P, 0.0, kind=kind)
+        # 500 sequential steps (each ~1e-15 relative) against one cumulative sum of logs: 1e-10
         np.testing.assert_allclose(res, closed, rtol=1e-10)
         np.testing.assert_array_equal(fees, 0.0)
 
 
-def test_reserves_positive_and_invariant_never_falls():
+def test_reserves_positive_and_invariant_never_falls(bk):
     """Constant weights: each minute's trade is one Phase-A trade (Phase B finds the pool in its band)."""
     T, n, f = 400, 3, 0.003
     P, _ = random_path(T, n, seed=3, vol=5e-3)
     w = np.array([0.5, 0.3, 0.2])
     W = np.tile(w, (T, 1))
     r0 = 1e6 * w / P[0]
-    res, trades, fees = run_fee(r0, W, P, f, gas=2.0, arb_fee=5e-4)
+    res, trades, fees = run_fee(bk, r0, W, P, f, gas=2.0, arb_fee=5e-4)
     assert np.all(res > 0)
     prev, d = res[:-1], trades[1:]
-    np.testing.assert_allclose(res[1:], prev + d, rtol=1e-13)
+    np.testing.assert_allclose(res[1:], prev + d, rtol=1e-13)  # trades are reserve differences: an ulp or two
     gp = np.where(d > 0, 1.0 - f, 1.0)
     log_k_prev = np.log(prev) @ w
-    assert np.all(np.log(prev + gp * d) @ w >= log_k_prev + math.log1p(-TOL))
-    assert np.all(np.log(res[1:]) @ w >= log_k_prev - 1e-12)  # fees accrue to the pool: K grows
-    np.testing.assert_allclose(fees[1:], f * np.sum(np.maximum(d, 0.0) * P[1:], axis=1), rtol=1e-12, atol=0)
+    assert np.all(np.log(prev + gp * d) @ w >= log_k_prev + math.log1p(-TOL))  # MATH 2.3's tolerance
+    assert np.all(np.log(res[1:]) @ w >= log_k_prev - 1e-12)  # fees accrue to the pool: K grows (log rounding)
+    # the fees are computed from the executed trades, d from reserve differences: these differ by the
+    # rounding of the reserves (~eps R), so a tiny trade's fee needs an absolute floor of f eps sum(R p)
+    floor = f * 4 * np.finfo(np.float64).eps * np.sum(res[1:] * P[1:], axis=1)
+    expected_fees = f * np.sum(np.maximum(d, 0.0) * P[1:], axis=1)
+    np.testing.assert_allclose(fees[1:], expected_fees, rtol=1e-12, atol=floor.max())
     traded = np.abs(d).sum(axis=1) > 0
     assert traded.sum() > T // 4
     profit = -np.sum(d * P[1:], axis=1)
@@ -482,20 +511,20 @@ fee_st = st.one_of(st.just(0.0), st.floats(1e-4, 0.03))
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.floats(0.05, 0.95), st.floats(-0.05, 0.05), fee_st, fee_st)
-def test_higher_fee_never_gives_a_larger_trade(w0, move, f1, f2):
+@given(w0=st.floats(0.05, 0.95), move=st.floats(-0.05, 0.05), f1=fee_st, f2=fee_st)
+def test_higher_fee_never_gives_a_larger_trade(bk, w0, move, f1, f2):
     w = np.array([w0, 1.0 - w0])
     p0 = np.array([100.0, 2000.0])
     P = np.stack([p0, p0 * np.array([math.exp(move), 1.0])])
     W = np.stack([w, w])
     r0 = 1e6 * w / p0
     lo, hi = sorted((f1, f2))
-    _, t_lo, _ = run_fee(r0, W, P, lo)
-    _, t_hi, _ = run_fee(r0, W, P, hi)
+    _, t_lo, _ = run_fee(bk, r0, W, P, lo)
+    _, t_hi, _ = run_fee(bk, r0, W, P, hi)
     # The 1e-9 invariant tolerance (MATH 2.3) admits wrong-direction trades at about zero profit whose
     # invariant fall f sum_i w_i |Delta_i| / R_i stays below 1e-9: allow for them.
     admitted = 2e-9 / (max(hi, 1e-9) * w) * r0
-    assert np.all(np.abs(t_hi[1]) <= np.abs(t_lo[1]) * (1 + 1e-12) + admitted)
+    assert np.all(np.abs(t_hi[1]) <= np.abs(t_lo[1]) * (1 + 1e-12) + admitted)  # 1e-12: rounding when equal
     big = np.abs(t_hi[1]) > admitted
     assert np.all(t_hi[1][big] * t_lo[1][big] >= 0)  # same direction
 
@@ -505,69 +534,75 @@ def test_higher_fee_never_gives_a_larger_trade(w0, move, f1, f2):
 
 
 @pytest.mark.parametrize("selection", ["softmax", "straight_through"])  # "hard" has straight_through's forward
-def test_smooth_converges_to_exact(selection):
+def test_smooth_converges_to_exact(bk, selection):
     T, n = 300, 3
     P, W = random_path(T, n, seed=5)
     r0 = 1e6 * W[0] / P[0]
-    exact, _, _ = run_fee(r0, W, P, 0.003, 1.0, 1e-3)
+    exact, _, _ = run_fee(bk, r0, W, P, 0.003, 1.0, 1e-3)
     base = tfmm.Smoothing(selection=selection, gate_temperature=10.0, selection_temperature=10.0,
                           abs_epsilon=1.0)
     errors = []
     for factor in (1.0, 1e-3, 1e-10):
-        res, _, _ = run_fee(r0, W, P, 0.003, 1.0, 1e-3, smoothing=base.scaled(factor))
+        res, _, _ = run_fee(bk, r0, W, P, 0.003, 1.0, 1e-3, smoothing=base.scaled(factor))
         errors.append(np.max(np.abs(res / exact - 1.0)))
     assert errors[0] > 1e-4  # the smoothing matters at this temperature
     assert errors[1] < errors[0]
     # profits of different candidates can lie within 1e-6 USD of each other (n = 3), so the softmax needs a
-    # temperature well below that to pick the same candidate as the argmax at every minute
+    # temperature well below that to pick the same candidate as the argmax at every minute; 1e-12: rounding
     assert errors[2] < 1e-12
 
 
-def test_float32_runs_in_float32_and_is_close():
-    """float32 in, float32 out, close to float64 over 1000 minutes. Each trade ``Rt / g - R`` carries a
-    rounding error of a few eps32 of the reserves, and the gate favours errors in the arbitrageur's favour,
-    so a float32 pool loses value slowly (g3m's docstring: ~2e-7 per minute). Where in its no-arbitrage
-    band (width ~ fee) the pool sits depends on such small differences, so reserves agree to within the
-    band's width and the fees collected (small trades at the band's edges) to a few percent."""
-    T, n = 1000, 2
+def test_float32_runs_in_float32_and_is_close(bk):
+    """float32 in, float32 out, close to float64 over 1000 minutes (300 on the eager torch backend). Each
+    trade ``Rt / g - R`` carries a rounding error of a few eps32 of the reserves, and the gate favours errors
+    in the arbitrageur's favour, so a float32 pool loses value slowly (g3m's docstring: ~2e-7 per minute).
+    Where in its no-arbitrage band (width ~ fee) the pool sits depends on such small differences, so
+    reserves agree to within the band's width and the fees collected (small trades at the band's edges) to
+    a few percent."""
+    T, n = (1000 if bk.name == "jax" else 300), 2
     P, W = random_path(T, n, seed=9)
     r0 = 1e6 * W[0] / P[0]
     sigs = g3m.signature_matrix(n, "all")
     fee_mixed = np.full(T, 0.003)
     fee_mixed[::7] = 0.0
+    f32 = lambda x: bk.asarray(x, "float32")  # noqa: E731
     for fee, gas, arb_fee in ((np.full(T, 0.003), 0.0, 0.0), (fee_mixed, 0.5, 1e-3)):
         for smoothing in (None, tfmm.Smoothing()):
-            res64, _, fees64 = run_fee(r0, W, P, fee, gas, arb_fee, smoothing=smoothing)
-            out = g3m.fee_reserves(r0.astype(np.float32), W.astype(np.float32), P.astype(np.float32),
-                                   fee.astype(np.float32), np.float32(gas), np.float32(arb_fee), sigs,
+            res64, _, fees64 = run_fee(bk, r0, W, P, fee, gas, arb_fee, smoothing=smoothing)
+            out = g3m.fee_reserves(f32(r0), f32(W), f32(P), f32(fee), f32(gas), f32(arb_fee), sigs,
                                    smooth=smoothing is not None, smoothing=smoothing, bk=bk)
-            assert all(x.dtype == jnp.float32 for x in out)
-            res32 = np.asarray(out[0], dtype=np.float64)
+            assert all(np_dtype(x) == np.float32 for x in out)
+            res32 = to_np(bk, out[0]).astype(np.float64)
+            # values: ~2e-7 per minute of drift (above) over 1000 minutes, with margin
             np.testing.assert_allclose(np.sum(res32 * P, axis=1), np.sum(res64 * P, axis=1), rtol=5e-4)
             np.testing.assert_allclose(res32, res64, rtol=2 * 0.003)  # within the band's width
-            assert np.sum(np.asarray(out[2])) == pytest.approx(np.sum(fees64), rel=0.03)
-    closed = g3m.zero_fee_reserves(r0.astype(np.float32), W.astype(np.float32), P.astype(np.float32), bk)
-    assert closed.dtype == jnp.float32
-    np.testing.assert_allclose(np.asarray(closed), np.asarray(g3m.zero_fee_reserves(r0, W, P, bk)), rtol=1e-4)
-    d, pr, v = g3m.candidate_trades(np.float32([1000, 50]), np.float32([0.5, 0.5]), np.float32([1, 25]),
-                                    np.float32(0.997), sigs, bk)
-    assert d.dtype == jnp.float32 and bool(v[0])
-    np.testing.assert_allclose(np.asarray(d[0]), [116.70579547, -5.21140710], rtol=1e-5)
+            # fees: small trades at the band's edges, a few percent
+            assert np.sum(to_np(bk, out[2])) == pytest.approx(np.sum(fees64), rel=0.03)
+    closed = g3m.zero_fee_reserves(f32(r0), f32(W), f32(P), bk)
+    assert np_dtype(closed) == np.float32
+    closed64 = to_np(bk, g3m.zero_fee_reserves(bk.asarray(r0), bk.asarray(W), bk.asarray(P), bk))
+    # a float32 cumulative sum of T log-ratios: ~sqrt(T) eps32 |log|, 1e-4 with margin
+    np.testing.assert_allclose(to_np(bk, closed), closed64, rtol=1e-4)
+    d, pr, v = g3m.candidate_trades(f32([1000, 50]), f32([0.5, 0.5]), f32([1, 25]), f32(0.997), sigs, bk)
+    assert np_dtype(d) == np.float32 and bool(v[0])
+    np.testing.assert_allclose(to_np(bk, d[0]), [116.70579547, -5.21140710], rtol=1e-5)  # ~100 eps32
 
 
 # ------------------------------------------------------------------------------------------------------
 # gradients
 
 
-def value_fn(smoothing, kind="all", fee=0.003, gas=0.5, arb_fee=1e-3, checkpoint_every=None, traced=False):
-    """Final value plus a little of every minute's value; ``traced``: rates as JAX arrays (not static)."""
+def value_fn(bk, smoothing, kind="all", fee=0.003, gas=0.5, arb_fee=1e-3, checkpoint_every=None, traced=False):
+    """Final value plus a little of every minute's value; ``traced``: rates as backend arrays (not static)."""
+    xp = bk.xp
+
     def f(W, P):
-        r0 = g3m.initial_reserves(1e6, W[0], P[0], jnp)
+        r0 = g3m.initial_reserves(1e6, W[0], P[0], xp)
         sigs = g3m.signature_matrix(P.shape[1], kind)
-        rates = [jnp.asarray(per_row(x, P.shape[0])) if traced else x for x in (fee, gas, arb_fee)]
+        rates = [bk.asarray(per_row(x, P.shape[0])) if traced else x for x in (fee, gas, arb_fee)]
         res, _, _ = g3m.fee_reserves(r0, W, P, *rates, sigs, smooth=smoothing is not None,
                                      smoothing=smoothing, bk=bk, checkpoint_every=checkpoint_every)
-        return jnp.sum(res[-1] * P[-1]) + 1e-3 * jnp.sum(res * P)
+        return xp.sum(res[-1] * P[-1]) + 1e-3 * xp.sum(res * P)
     return f
 
 
@@ -575,96 +610,106 @@ def value_fn(smoothing, kind="all", fee=0.003, gas=0.5, arb_fee=1e-3, checkpoint
     (2, None, False), (2, tfmm.Smoothing(), True), (3, None, True),
     (3, tfmm.Smoothing(selection="straight_through"), False), (3, tfmm.Smoothing(selection="hard"), False),
 ])
-def test_gradients_are_finite(n, smoothing, traced):
+def test_gradients_are_finite(bk, n, smoothing, traced):
     """Fee-free minutes included (the zero-fee row and its -inf masking), invalid candidates everywhere."""
     T = 150
     P, W = random_path(T, n, seed=13)
     fee = np.full(T, 0.003)
     fee[5:20] = 0.0
-    f = value_fn(smoothing, fee=fee, traced=traced)
-    gw, gp = jax.grad(f, argnums=(0, 1))(jnp.asarray(W), jnp.asarray(P))
+    f = value_fn(bk, smoothing, fee=fee, traced=traced)
+    gw, gp = (to_np(bk, g) for g in grad(bk, f, argnums=(0, 1))(bk.asarray(W), bk.asarray(P)))
     assert np.all(np.isfinite(gw)) and np.all(np.isfinite(gp))
     assert np.abs(gw).max() > 0 and np.abs(gp).max() > 0
 
 
 @pytest.mark.parametrize("n, kind, wrt", [(2, "all", 0), (2, "all", 1), (3, "all", 0), (3, "pairwise", 1)])
-def test_smooth_gradient_matches_finite_differences(n, kind, wrt):
+def test_smooth_gradient_matches_finite_differences(bk, n, kind, wrt):
     T = 60
     P, W = random_path(T, n, seed=17 + n)
     sm = tfmm.Smoothing(gate_temperature=20.0, selection_temperature=20.0, abs_epsilon=1.0)
-    f = jax.jit(value_fn(sm, kind=kind, gas=1.0, arb_fee=1e-3))
-    W, P = jnp.asarray(W), jnp.asarray(P)
-    grads = jax.grad(f, argnums=(0, 1))(W, P)
+    f = bk.jit(value_fn(bk, sm, kind=kind, gas=1.0, arb_fee=1e-3))
+    W, P = bk.asarray(W), bk.asarray(P)
+    grads = grad(bk, f, argnums=(0, 1))(W, P)
     rng = np.random.default_rng(0)
     if wrt == 0:  # a weight direction with zero row sums keeps weights on the simplex
-        v = rng.normal(size=W.shape)
+        v = rng.normal(size=tuple(W.shape))
         v -= v.mean(axis=1, keepdims=True)
         x, h = W, 1e-6
     else:
-        v = rng.normal(size=P.shape) * np.asarray(P)
+        v = rng.normal(size=tuple(P.shape)) * to_np(bk, P)
         x, h = P, 1e-7
-    v = jnp.asarray(v)
+    v = bk.asarray(v)
     args = [W, P]
     plus, minus = list(args), list(args)
     plus[wrt], minus[wrt] = x + h * v, x - h * v
     fd = (f(*plus) - f(*minus)) / (2 * h)
-    ad = jnp.sum(grads[wrt] * v)
+    ad = bk.xp.sum(grads[wrt] * v)
+    # central differences: truncation ~h^2 and rounding ~eps |f| / h ~1e-10 |f| of a smooth function
     assert float(ad) == pytest.approx(float(fd), rel=1e-5)
 
 
-def test_checkpointing_changes_nothing():
+def test_checkpointing_changes_nothing(bk):
+    """On JAX the checkpointed scan rematerialises its segments; torch ignores ``checkpoint_every``."""
     T, n = 130, 2
     P, W = random_path(T, n, seed=19)
-    W, P = jnp.asarray(W), jnp.asarray(P)
+    W, P = bk.asarray(W), bk.asarray(P)
     sm = tfmm.Smoothing()
-    plain = jax.value_and_grad(value_fn(sm), argnums=(0, 1))(W, P)
-    ckpt = jax.value_and_grad(value_fn(sm, checkpoint_every=16), argnums=(0, 1))(W, P)
-    np.testing.assert_allclose(ckpt[0], plain[0], rtol=1e-13)
+
+    def value_and_grads(f):
+        return bk.value_and_grad(lambda wp: f(*wp))((W, P))
+
+    plain = value_and_grads(value_fn(bk, sm))
+    ckpt = value_and_grads(value_fn(bk, sm, checkpoint_every=16))
+    np.testing.assert_allclose(float(ckpt[0]), float(plain[0]), rtol=1e-13)  # the same forward, fused differently
     for a, b in zip(ckpt[1], plain[1]):  # the rematerialised forward may round differently (fusion)
+        a, b = to_np(bk, a), to_np(bk, b)
         np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-10 * np.abs(b).max())
 
 
-def test_single_row_and_shapes():
+def test_single_row_and_shapes(bk):
     """T = 1 is the initial state alone; outputs have T rows."""
     P, W = random_path(5, 3, seed=31)
     r0 = 1e6 * W[0] / P[0]
     for T in (1, 2, 5):
-        res, trades, fees = g3m.fee_reserves(r0, W[:T], P[:T], 0.003, 0.0, 0.0, g3m.signature_matrix(3, "all"),
-                                             smooth=False, smoothing=None, bk=bk)
-        assert res.shape == (T, 3) and trades.shape == (T, 3) and fees.shape == (T,)
-        np.testing.assert_array_equal(np.asarray(res[0]), r0)
-        assert np.asarray(g3m.zero_fee_reserves(r0, W[:T], P[:T], bk)).shape == (T, 3)
+        res, trades, fees = g3m.fee_reserves(bk.asarray(r0), bk.asarray(W[:T]), bk.asarray(P[:T]), 0.003, 0.0, 0.0,
+                                             g3m.signature_matrix(3, "all"), smooth=False, smoothing=None, bk=bk)
+        assert tuple(res.shape) == (T, 3) and tuple(trades.shape) == (T, 3) and tuple(fees.shape) == (T,)
+        np.testing.assert_array_equal(to_np(bk, res[0]), r0)
+        closed = g3m.zero_fee_reserves(bk.asarray(r0), bk.asarray(W[:T]), bk.asarray(P[:T]), bk)
+        assert tuple(closed.shape) == (T, 3)
 
 
-def test_jit_and_vmap_over_paths():
+def test_jit_and_vmap_over_paths(bk):
     T, n, batch = 100, 2, 3
     paths = [random_path(T, n, seed=30 + i) for i in range(batch)]
-    P = jnp.asarray(np.stack([p for p, _ in paths]))
-    W = jnp.asarray(np.stack([w for _, w in paths]))
+    P = bk.asarray(np.stack([p for p, _ in paths]))
+    W = bk.asarray(np.stack([w for _, w in paths]))
     sigs = g3m.signature_matrix(n, "all")
 
     def one(w, p, fee):
-        r0 = g3m.initial_reserves(1e6, w[0], p[0], jnp)
+        r0 = g3m.initial_reserves(1e6, w[0], p[0], bk.xp)
         return g3m.fee_reserves(r0, w, p, fee, 0.0, 0.0, sigs, smooth=False, smoothing=None, bk=bk)[0]
 
-    fees = jnp.asarray(np.array([0.003, 0.0, 0.01])[:, None] * np.ones((batch, T)))
-    batched = jax.jit(jax.vmap(one))(W, P, fees)
+    fees = bk.asarray(np.array([0.003, 0.0, 0.01])[:, None] * np.ones((batch, T)))
+    batched = to_np(bk, bk.jit(bk.vmap(one))(W, P, fees))
     for i in range(batch):
-        np.testing.assert_allclose(batched[i], one(W[i], P[i], fees[i]), rtol=1e-13)
+        # batched and single programs vectorise differently: a few ulps per step over 100 steps
+        np.testing.assert_allclose(batched[i], to_np(bk, one(W[i], P[i], fees[i])), rtol=1e-13)
 
 
-def test_zero_fee_reserves_gradient():
+def test_zero_fee_reserves_gradient(bk):
     T, n = 200, 3
     P, W = random_path(T, n, seed=23)
 
     def f(W, P):
-        r0 = g3m.initial_reserves(1e6, W[0], P[0], jnp)
-        return jnp.sum(g3m.zero_fee_reserves(r0, W, P, bk)[-1] * P[-1])
+        r0 = g3m.initial_reserves(1e6, W[0], P[0], bk.xp)
+        return bk.xp.sum(g3m.zero_fee_reserves(r0, W, P, bk)[-1] * P[-1])
 
-    W, P = jnp.asarray(W), jnp.asarray(P)
-    g = jax.grad(f)(W, P)
-    v = np.random.default_rng(1).normal(size=W.shape)
-    v = jnp.asarray(v - v.mean(axis=1, keepdims=True))
+    W, P = bk.asarray(W), bk.asarray(P)
+    g = grad(bk, f)(W, P)
+    v = np.random.default_rng(1).normal(size=tuple(W.shape))
+    v = bk.asarray(v - v.mean(axis=1, keepdims=True))
     h = 1e-6
     fd = (f(W + h * v, P) - f(W - h * v, P)) / (2 * h)
-    assert float(jnp.sum(g * v)) == pytest.approx(float(fd), rel=1e-6)
+    # central differences of a smooth closed form: truncation ~h^2, rounding ~eps / h relative
+    assert float(bk.xp.sum(g * v)) == pytest.approx(float(fd), rel=1e-6)
