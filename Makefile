@@ -30,6 +30,7 @@ parity: $(VENV)/.installed-dev
 	HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest parity_tests --hypothesis-show-statistics
 
 bench: $(VENV)/.installed-all
+	$(BIN)/python bench/bench_fee_path.py
 	$(BIN)/python bench/bench_jax.py
 	$(BIN)/python bench/bench_reference.py
 

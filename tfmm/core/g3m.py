@@ -39,9 +39,12 @@ Decisions where MATH.md is silent, or where this module picks a formulation:
   itself rounds by more than the tolerance.
 - The tolerance admits wrong-direction candidates whose invariant fall is below 1e-9 (``|Delta_i| / R_i``
   up to about ``1e-9 / (f w_i)``), as MATH specifies, and an admitted one with a positive profit is
-  executed. Inside the no-arbitrage band a wrong-direction candidate has ``|Delta| / R`` of order ``f``
-  and lowers the invariant by about ``f^2 w / 2``, so this only happens for fees below about 1e-4; each
-  such trade costs the pool at most 1e-9 of its invariant.
+  executed. Deep inside the no-arbitrage band a wrong-direction candidate has ``|Delta| / R`` of order
+  ``f`` and lowers the invariant by about ``f^2 w / 2``, so it is rejected unless the fee is below about
+  1e-4. At the band's edge, where Phase A leaves the pool, it is as small as the distance to the edge and
+  is admitted at any fee: with no gas or arbitrage cost most Phase Bs after a trade execute such a tiny
+  trade (its profit is ~1e-16 of the pool). Each costs the pool at most 1e-9 of its invariant; these
+  near-zero margins are the decision boundaries the parity tests exclude from strict comparisons.
 - With ``gamma == 1`` at a minute (``fee[t] == 0``) the candidate set is replaced by the zero-fee trade of
   docs/smooth_mode.md, evaluated as one extra candidate row (all assets active, no fee) that is the only
   selectable row at such minutes (the signature rows are the selectable ones at the other minutes; masking
