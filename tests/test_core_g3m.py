@@ -713,3 +713,17 @@ def test_zero_fee_reserves_gradient(bk):
     fd = (f(W + h * v, P) - f(W - h * v, P)) / (2 * h)
     # central differences of a smooth closed form: truncation ~h^2, rounding ~eps / h relative
     assert float(bk.xp.sum(g * v)) == pytest.approx(float(fd), rel=1e-6)
+
+
+def test_zero_fee_values_equal_the_reserves_value(bk):
+    """``zero_fee_values`` (V_0 exp(C_t), no per-asset exponentials) equals ``sum_i R_t,i p_t,i`` of
+    ``zero_fee_reserves`` from equilibrium reserves (8 assets, prices spanning 1e-3..1e4)."""
+    rng = np.random.default_rng(11)
+    T, n = 400, 8
+    prices = np.exp(rng.uniform(np.log(1e-3), np.log(1e4), n) + np.cumsum(rng.normal(0, 1e-2, (T, n)), axis=0))
+    weights = rng.dirichlet(np.full(n, 20.0), size=T)
+    r0 = 1e6 * weights[0] / prices[0]
+    reserves = to_np(g3m.zero_fee_reserves(bk.asarray(r0), bk.asarray(weights), bk.asarray(prices), bk))
+    values = to_np(g3m.zero_fee_values(1e6, bk.asarray(weights), bk.asarray(prices), bk))
+    # the same log growth, then n exponentials and a sum vs one exponential: rounding of n + 2 operations
+    np.testing.assert_allclose(values, np.sum(reserves * prices, axis=1), rtol=1e-13)

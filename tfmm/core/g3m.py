@@ -146,12 +146,29 @@ def zero_fee_reserves(r0: Any, weights: Any, prices: Any, bk: Any) -> Any:
     weights = xp.asarray(weights, dtype=dt)
     r0 = xp.asarray(r0, dtype=dt)
     log_p, log_w = xp.log(prices), xp.log(weights)
+    growth = _log_growth(weights, log_w, log_p, bk)
+    log_growth = growth[:, None] + ((log_w - log_w[:1, ...]) - (log_p - log_p[:1, ...]))
+    return r0 * xp.exp(log_growth)
+
+
+def _log_growth(weights: Any, log_w: Any, log_p: Any, bk: Any) -> Any:
+    """``C_t = sum_{u <= t} sum_j (w_{u-1,j} log x_u,j - w_u,j log y_u,j)``, (T,), ``C_0 = 0``."""
+    xp = bk.xp
     log_x = log_p[1:, ...] - log_p[:-1, ...]
     log_y = log_w[1:, ...] - log_w[:-1, ...]
     common = _sum_last(weights[:-1, ...] * log_x - weights[1:, ...] * log_y, xp)
-    growth = bk.cumsum(xp.concat([xp.zeros_like(log_p[:1, 0]), common], axis=0), axis=0)
-    log_growth = growth[:, None] + ((log_w - log_w[:1, ...]) - (log_p - log_p[:1, ...]))
-    return r0 * xp.exp(log_growth)
+    return bk.cumsum(xp.concat([xp.zeros_like(log_p[:1, 0]), common], axis=0), axis=0)
+
+
+def zero_fee_values(initial_value: Any, weights: Any, prices: Any, bk: Any) -> Any:
+    """Value (USD) of the fee-free pool of :func:`zero_fee_reserves` started in equilibrium,
+    ``R_0 = V_0 w_0 / P_0``: ``V_t = sum_i R_t,i p_t,i = V_0 exp(C_t) sum_i w_t,i = V_0 exp(C_t)``, (T,).
+    The same numbers as summing the reserves' values, without the per-asset exponentials."""
+    xp = bk.xp
+    prices = xp.asarray(prices)
+    weights = xp.asarray(weights, dtype=prices.dtype)
+    growth = _log_growth(weights, xp.log(weights), xp.log(prices), bk)
+    return initial_value * xp.exp(growth)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -507,5 +524,5 @@ def fee_reserves(r0: Any, weights: Any, prices: Any, fee: Any, gas: Any, arb_fee
 
 __all__ = [
     "SIGNATURE_KINDS", "INVARIANT_TOLERANCE", "signature_matrix", "initial_reserves", "log_rebalancing_ratios",
-    "zero_fee_reserves", "CandidateRows", "candidate_trades", "fee_reserves",
+    "zero_fee_reserves", "zero_fee_values", "CandidateRows", "candidate_trades", "fee_reserves",
 ]

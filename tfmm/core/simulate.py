@@ -125,6 +125,9 @@ def simulate_bout(
     arb_fee = bk.dynamic_slice(arb_fee_all, start, n_out, axis=0)
     weights = bout_weights(outputs, start, params, w_init, cfg, bk)
     reserves, trades, fees = bout_reserves(weights, prices, fee, gas, arb_fee, cfg, bk)
-    values = xp.sum(reserves * prices, axis=-1)
+    if cfg.has_fees or cfg.strategy == "hodl":
+        values = xp.sum(reserves * prices, axis=-1)
+    else:  # the closed form's value needs only the common growth (g3m.zero_fee_values)
+        values = g3m.zero_fee_values(cfg.initial_value, weights, prices, bk)
     return {"reserves": reserves, "weights": weights, "values": values, "trades": trades, "fees": fees,
             "prices": prices}
