@@ -723,7 +723,7 @@ def test_zero_fee_values_equal_the_reserves_value(bk):
     prices = np.exp(rng.uniform(np.log(1e-3), np.log(1e4), n) + np.cumsum(rng.normal(0, 1e-2, (T, n)), axis=0))
     weights = rng.dirichlet(np.full(n, 20.0), size=T)
     r0 = 1e6 * weights[0] / prices[0]
-    reserves = to_np(g3m.zero_fee_reserves(bk.asarray(r0), bk.asarray(weights), bk.asarray(prices), bk))
-    values = to_np(g3m.zero_fee_values(1e6, bk.asarray(weights), bk.asarray(prices), bk))
+    reserves = to_np(bk, g3m.zero_fee_reserves(bk.asarray(r0), bk.asarray(weights), bk.asarray(prices), bk))
+    values = to_np(bk, g3m.zero_fee_values(1e6, bk.asarray(weights), bk.asarray(prices), bk))
     # the same log growth, then n exponentials and a sum vs one exponential: rounding of n + 2 operations
     np.testing.assert_allclose(values, np.sum(reserves * prices, axis=1), rtol=1e-13)
