@@ -110,4 +110,16 @@ def near_boundary(sim) -> bool:
     return bool((gate < TIE).any() or (sel < TIE).any())
 
 
-__all__ = ["TIE", "SMALL", "boundary_margins", "near_boundary"]
+
+
+
+def step_near_boundary(reserves, weights, prices, fee, gas, arb_fee, signatures, small: float = 1e-13) -> bool:
+    """Whether one minute (rows 0 -> 1 of the reference's own path) has a decision within TIE of the pool
+    value of its boundary, counting flips that move some reserve by more than ``small`` of it (a one-step
+    comparison at rtol 1e-12 sees flips far smaller than a trajectory's SMALL)."""
+    T = np.asarray(reserves).shape[0]
+    per_step = [np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=np.float64), (T,))) for x in (fee, gas, arb_fee)]
+    args = [np.ascontiguousarray(np.asarray(x, dtype=np.float64)) for x in (reserves, weights, prices)]
+    gate, sel = _margins_kernel(*args, *per_step, np.ascontiguousarray(signatures, dtype=np.int64), TIE, small)
+    return bool((gate < TIE).any() or (sel < TIE).any())
+__all__ = ["TIE", "SMALL", "boundary_margins", "near_boundary", "step_near_boundary"]

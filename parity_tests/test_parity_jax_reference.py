@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 
 import tfmm
 from tfmm.data import synthetic_prices
-from tfmm.specs import STRATEGY_PARAMETERS
 
 from parity_settings import parity_settings
 from reference_boundaries import near_boundary
+from strategies import scenarios  # shared with the three-way suite
 
 pytest.importorskip("jax")
 
@@ -33,41 +33,6 @@ DAY = 1440
 # Every example simulates a new bout of 720..2,880 minutes on both backends (JAX compiles each new shape):
 # under the quick profiles 8 (ci) / 15 (dev) examples per property; thorough: the profile's count.
 PARITY = parity_settings(ci=8, dev=15)
-
-
-@st.composite
-def scenarios(draw, n_assets=None, strategies=tuple(STRATEGY_PARAMETERS), frictionless=False):
-    """(prices, strategy, pool, start, length). ``frictionless``: a fee > 0 but no gas and no arbitrage cost,
-    where exact-mode decisions sit on their boundaries most often (reference_boundaries.py)."""
-    n = draw(st.integers(2, 3)) if n_assets is None else n_assets
-    name = draw(st.sampled_from(strategies))
-    chunk = draw(st.sampled_from([60, 240, 1440]))
-    interp = draw(st.sampled_from([None, chunk // 2]))
-    pool = tfmm.Pool(
-        fee=draw(st.sampled_from([0.001, 0.003, 0.01] if frictionless else [0.0, 0.001, 0.003, 0.01])),
-        gas=0.0 if frictionless else draw(st.sampled_from([0.0, 0.0, 5.0])),
-        arb_fee=0.0 if frictionless else draw(st.sampled_from([0.0, 0.0, 0.0005])),
-        chunk_period=chunk, interpolation_period=interp,
-        interpolation=draw(st.sampled_from(["linear", "approx_optimal"])),
-        max_change=draw(st.sampled_from([3e-4, 2e-3])),
-        signatures=draw(st.sampled_from(["auto", "pairwise"])),
-    )
-    n_days = 4
-    prices = synthetic_prices(n_assets=n, n_minutes=n_days * DAY, seed=draw(st.integers(0, 10_000)),
-                              vol=draw(st.sampled_from([0.3, 0.9])), corr=0.3)
-    w = np.asarray(draw(st.lists(st.floats(0.2, 1.0), min_size=n, max_size=n)))
-    w = w / w.sum()
-    if STRATEGY_PARAMETERS[name]:
-        strategy = tfmm.Strategy.from_memory_days(name, n_assets=n, memory_days=draw(st.sampled_from([0.5, 2.0])),
-                                                  k_per_day=draw(st.sampled_from([1.0, 8.0])), chunk_period=chunk,
-                                                  initial_weights=w)
-        rng = np.random.default_rng(draw(st.integers(0, 1000)))
-        strategy = strategy.with_params({k: v + rng.normal(0, 0.3, v.shape) for k, v in strategy.params.items()})
-    else:
-        strategy = tfmm.Strategy(name, {}, w)
-    length = draw(st.integers(DAY // 2, 2 * DAY))
-    start = draw(st.integers(0, prices.n_rows - length + 1))
-    return prices, strategy, pool, start, length
 
 
 def _run(backend, prices, strategy, pool, start, length, mode, smoothing=None):

@@ -140,7 +140,7 @@ class Simulation:
 
     def to_numpy(self) -> "Simulation":
         """The same simulation with numpy arrays."""
-        conv = lambda x: None if x is None else np.asarray(x)  # noqa: E731
+        conv = lambda x: None if x is None else np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)  # noqa: E731
         return Simulation(
             conv(self.reserves), conv(self.weights), conv(self.values), conv(self.trades), conv(self.fees),
             conv(self.prices), np.asarray(self.timestamps), self.assets, self.backend, self.mode, self.request,

@@ -14,6 +14,7 @@ past ``T - length + 1`` is then clamped to the last valid start (``dynamic_slice
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -26,6 +27,9 @@ from tfmm.specs import Pool, Smoothing, Strategy
 
 def _concrete_starts(start: Any) -> np.ndarray | None:
     """The starts as a numpy array when they are concrete (Python, numpy, an eager tensor), else None."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.compiler.is_compiling():  # a traced tensor: no value, and no graph break
+        return None
     try:
         return np.atleast_1d(np.asarray(start))
     except Exception:  # a tracer (jit, grad, vmap, torch.compile) has no value yet

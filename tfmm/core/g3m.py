@@ -148,7 +148,9 @@ def zero_fee_reserves(r0: Any, weights: Any, prices: Any, bk: Any) -> Any:
     log_p, log_w = xp.log(prices), xp.log(weights)
     growth = _log_growth(weights, log_w, log_p, bk)
     log_growth = growth[:, None] + ((log_w - log_w[:1, ...]) - (log_p - log_p[:1, ...]))
-    return r0 * xp.exp(log_growth)
+    # in the log domain throughout: r0 * exp(log_growth) overflows (or underflows) in the exponential alone
+    # when a tiny (huge) reserve meets a large (small) growth, although the product is representable
+    return xp.exp(xp.log(r0) + log_growth)
 
 
 def _log_growth(weights: Any, log_w: Any, log_p: Any, bk: Any) -> Any:

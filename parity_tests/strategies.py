@@ -1,0 +1,199 @@
+"""Hypothesis strategies shared by the parity properties: every draw is a valid input by construction.
+
+- price paths: GBM with a random volatility and trend per asset, random jumps, price levels across assets
+  spread over 1e-6..1e6 (``price_paths``); ``extreme_levels`` spreads them over 1e-150..1e150;
+- weights inside the bounded simplex ``[w_min, w_max]`` of a pool (``bounded_weights``);
+- pools: fee 0..5% (exactly 0 included), gas, arbitrage fee, chunk periods 1, 5, 60, 1440, interpolation
+  periods, interpolation kinds, speed limits, signature sets (``pools``);
+- every strategy with parameters in valid ranges (``strategies_for``; tfmm/specs.py STRATEGY_PARAMETERS and
+  ``parameter_problems``: memories well below ``max_memory_days``, ``k`` far below 2^40, finite squareplus
+  arguments);
+- bout starts on and off chunk boundaries (``bout_starts``).
+
+Shapes are bucketed so that JAX compiles are reused across examples: the number of price rows and the bout
+lengths come from small fixed sets (``BOUT_LENGTHS``), and the static pool settings from short lists.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+
+import tfmm
+from tfmm.specs import STRATEGY_PARAMETERS
+
+DAY = 1440
+CHUNK_PERIODS = (1, 5, 60, 1440)
+TRAINABLE = tuple(k for k, v in STRATEGY_PARAMETERS.items() if v)
+ALL_STRATEGIES = tuple(STRATEGY_PARAMETERS)
+# bout lengths (minutes) used by the properties; one compile per (length, static pool/strategy settings)
+BOUT_LENGTHS = {"step": 2, "short": 301, "day": 1441, "two_days": 2881, "long": 10_081, "month": 30 * DAY + 1}
+_MINUTES_PER_YEAR = 525_600.0
+
+
+def make_prices(seed: int, n: int, n_rows: int, vol, drift, jump_rate: float, jump_size: float,
+                levels) -> tfmm.Prices:
+    """GBM per asset (annualised ``vol``, ``drift``, one per asset), correlated through a common factor,
+    with Poisson jumps (``jump_rate`` per day, log-size sd ``jump_size``), starting at ``levels``."""
+    rng = np.random.default_rng(seed)
+    vol, drift, levels = (np.broadcast_to(np.asarray(x, dtype=np.float64), (n,)) for x in (vol, drift, levels))
+    dt = 1.0 / _MINUTES_PER_YEAR
+    common = rng.normal(size=(n_rows - 1, 1))
+    own = rng.normal(size=(n_rows - 1, n))
+    shocks = np.sqrt(0.3) * common + np.sqrt(0.7) * own
+    steps = (drift - 0.5 * vol**2) * dt + vol * np.sqrt(dt) * shocks
+    jumps = rng.random((n_rows - 1, n)) < jump_rate / DAY
+    steps = steps + jumps * rng.normal(0.0, jump_size, (n_rows - 1, n))
+    log_p = np.vstack([np.zeros((1, n)), np.cumsum(steps, axis=0)]) + np.log(levels)
+    return tfmm.Prices(np.exp(log_p))
+
+
+@st.composite
+def price_paths(draw, n: int, n_rows: int, level_span: float = 1e6):
+    """A random price path of ``n_rows`` minutes: volatility 10%..300% a year and trend -300%..300% a year
+    per asset, 0, 2 or 20 jumps a day of 0.5%..10%, levels log-uniform in [1/level_span, level_span]."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    vol = draw(st.lists(st.floats(0.1, 3.0), min_size=n, max_size=n))
+    drift = draw(st.lists(st.floats(-3.0, 3.0), min_size=n, max_size=n))
+    jump_rate = draw(st.sampled_from([0.0, 2.0, 20.0]))
+    jump_size = draw(st.sampled_from([0.005, 0.02, 0.1]))
+    span = np.log10(level_span)
+    levels = 10.0 ** np.asarray(draw(st.lists(st.floats(-span, span), min_size=n, max_size=n)))
+    return make_prices(seed, n, n_rows, vol, drift, jump_rate, jump_size, levels)
+
+
+@st.composite
+def bounded_weights(draw, n: int, w_min: float | None = None):
+    """(n,) weights in ``[w_min, 1 - (n - 1) w_min]`` summing to 1 (default ``w_min = 0.1 / n``, the pool's)."""
+    w_min = 0.1 / n if w_min is None else w_min
+    raw = np.asarray(draw(st.lists(st.floats(0.0, 1.0), min_size=n, max_size=n))) + 1e-3
+    return w_min + (1.0 - n * w_min) * raw / raw.sum()
+
+
+def fees(max_fee: float = 0.05):
+    """Fee rates in [0, max_fee], exactly 0 often."""
+    return st.one_of(st.just(0.0), st.sampled_from([1e-4, 1e-3, 3e-3, 1e-2, max_fee]), st.floats(1e-5, max_fee))
+
+
+@st.composite
+def pools(draw, chunk_periods=CHUNK_PERIODS, fee=None, gas=None, arb_fee=None, max_fee: float = 0.05):
+    """A valid pool. ``fee``, ``gas``, ``arb_fee``: strategies overriding the defaults (fee 0..5% with exact
+    zeros, gas 0 or 0.1..50 USD, arb fee 0 or 1e-5..2e-3)."""
+    chunk = draw(st.sampled_from(chunk_periods))
+    interp = draw(st.sampled_from([None, max(1, chunk // 2), chunk]))
+    return tfmm.Pool(
+        fee=draw(fees(max_fee) if fee is None else fee),
+        gas=draw(st.one_of(st.just(0.0), st.floats(0.1, 50.0)) if gas is None else gas),
+        arb_fee=draw(st.one_of(st.just(0.0), st.floats(1e-5, 2e-3)) if arb_fee is None else arb_fee),
+        chunk_period=chunk, interpolation_period=interp,
+        interpolation=draw(st.sampled_from(["linear", "approx_optimal"])),
+        max_change=draw(st.sampled_from([3e-4, 2e-3, 1e-2])),
+        signatures=draw(st.sampled_from(["auto", "pairwise"])),
+    )
+
+
+@st.composite
+def strategies_for(draw, n: int, chunk_period: int, names=ALL_STRATEGIES, noise: float = 0.3):
+    """A strategy of one of ``names`` for an ``n``-asset pool with ``chunk_period``: memories 0.25..8 days
+    (at least two chunks), k 0.5..50 per day, channel exponents 1.5..4, each parameter perturbed per asset by
+    a normal of sd ``noise`` (unconstrained units). All inside the ranges Strategy validation accepts."""
+    name = draw(st.sampled_from(names))
+    w0 = draw(bounded_weights(n))
+    if not STRATEGY_PARAMETERS[name]:
+        return tfmm.Strategy(name, {}, w0)
+    min_days = max(0.25, 2.0 * chunk_period / DAY)
+    memory = draw(st.floats(min_days, max(8.0, 2 * min_days)))
+    strategy = tfmm.Strategy.from_memory_days(
+        name, n_assets=n, memory_days=memory, k_per_day=draw(st.floats(0.5, 50.0)), chunk_period=chunk_period,
+        initial_weights=w0, exponent=draw(st.floats(1.5, 4.0)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return strategy.with_params({k: v + rng.normal(0.0, noise, v.shape) for k, v in strategy.params.items()})
+
+
+def bout_starts(chunk_period: int, latest: int):
+    """A bout start in [0, latest]: on a chunk boundary, or off one (a random offset inside the chunk)."""
+    on = st.integers(0, latest // chunk_period).map(lambda k: k * chunk_period)
+    off = st.integers(0, latest)
+    return st.one_of(on, off)
+
+
+@st.composite
+def scenarios_3way(draw, length_key: str = "day", n_assets=(2, 3, 4, 5), names=ALL_STRATEGIES,
+                   pool_kwargs=None, warmup_days: int = 1, level_span: float = 1e6):
+    """(prices, strategy, pool, start, length): a full simulation scenario with a bucketed bout length."""
+    n = draw(st.sampled_from(n_assets))
+    pool = draw(pools(**(pool_kwargs or {})))
+    length = BOUT_LENGTHS[length_key]
+    n_rows = warmup_days * DAY + length + DAY  # room for the start's offset
+    prices = draw(price_paths(n, n_rows, level_span))
+    strategy = draw(strategies_for(n, pool.chunk_period, names))
+    start = draw(bout_starts(pool.chunk_period, n_rows - length + 1))
+    return prices, strategy, pool, start, length
+
+
+# --- the scenarios of test_parity_jax_reference.py (kept as they were: that module's tolerances were
+# measured on them) ----------------------------------------------------------------------------------------
+
+@st.composite
+def scenarios(draw, n_assets=None, strategies=ALL_STRATEGIES, frictionless=False):
+    """(prices, strategy, pool, start, length). ``frictionless``: a fee > 0 but no gas and no arbitrage cost,
+    where exact-mode decisions sit on their boundaries most often (reference_boundaries.py)."""
+    from tfmm.data import synthetic_prices
+
+    n = draw(st.integers(2, 3)) if n_assets is None else n_assets
+    name = draw(st.sampled_from(strategies))
+    chunk = draw(st.sampled_from([60, 240, 1440]))
+    interp = draw(st.sampled_from([None, chunk // 2]))
+    pool = tfmm.Pool(
+        fee=draw(st.sampled_from([0.001, 0.003, 0.01] if frictionless else [0.0, 0.001, 0.003, 0.01])),
+        gas=0.0 if frictionless else draw(st.sampled_from([0.0, 0.0, 5.0])),
+        arb_fee=0.0 if frictionless else draw(st.sampled_from([0.0, 0.0, 0.0005])),
+        chunk_period=chunk, interpolation_period=interp,
+        interpolation=draw(st.sampled_from(["linear", "approx_optimal"])),
+        max_change=draw(st.sampled_from([3e-4, 2e-3])),
+        signatures=draw(st.sampled_from(["auto", "pairwise"])),
+    )
+    n_days = 4
+    prices = synthetic_prices(n_assets=n, n_minutes=n_days * DAY, seed=draw(st.integers(0, 10_000)),
+                              vol=draw(st.sampled_from([0.3, 0.9])), corr=0.3)
+    w = np.asarray(draw(st.lists(st.floats(0.2, 1.0), min_size=n, max_size=n)))
+    w = w / w.sum()
+    if STRATEGY_PARAMETERS[name]:
+        strategy = tfmm.Strategy.from_memory_days(name, n_assets=n, memory_days=draw(st.sampled_from([0.5, 2.0])),
+                                                  k_per_day=draw(st.sampled_from([1.0, 8.0])), chunk_period=chunk,
+                                                  initial_weights=w)
+        rng = np.random.default_rng(draw(st.integers(0, 1000)))
+        strategy = strategy.with_params({k: v + rng.normal(0, 0.3, v.shape) for k, v in strategy.params.items()})
+    else:
+        strategy = tfmm.Strategy(name, {}, w)
+    length = draw(st.integers(DAY // 2, 2 * DAY))
+    start = draw(st.integers(0, prices.n_rows - length + 1))
+    return prices, strategy, pool, start, length
+
+
+@st.composite
+def pool_states(draw, n_assets=(2, 3, 4, 5)):
+    """One minute from an arbitrary state: (r0 (n,), weights (2, n), prices (2, n), fee, gas, arb_fee, kind).
+    Reserves near or far from equilibrium with ``weights[0]`` and ``prices[0]``; prices move by 1e-5..30%."""
+    n = draw(st.sampled_from(n_assets))
+    span = 6.0
+    p0 = 10.0 ** np.asarray(draw(st.lists(st.floats(-span, span), min_size=n, max_size=n)))
+    move = draw(st.sampled_from([1e-5, 1e-3, 3e-2, 0.3]))
+    p1 = p0 * np.exp(move * np.asarray(draw(st.lists(st.floats(-1.0, 1.0), min_size=n, max_size=n))))
+    w0 = draw(bounded_weights(n))
+    w1 = w0 if draw(st.booleans()) else draw(bounded_weights(n))
+    off = draw(st.sampled_from([0.0, 1e-4, 1e-2, 0.3]))
+    value = 10.0 ** draw(st.floats(2.0, 9.0))
+    r0 = value * w0 / p0 * np.exp(off * np.asarray(draw(st.lists(st.floats(-1.0, 1.0), min_size=n, max_size=n))))
+    fee = draw(fees())
+    gas = draw(st.one_of(st.just(0.0), st.floats(0.01, 50.0)))
+    arb_fee = draw(st.one_of(st.just(0.0), st.floats(1e-5, 2e-3)))
+    kind = draw(st.sampled_from(["all", "pairwise"]))
+    return r0, np.vstack([w0, w1]), np.vstack([p0, p1]), fee, gas, arb_fee, kind
+
+
+__all__ = [
+    "DAY", "CHUNK_PERIODS", "TRAINABLE", "ALL_STRATEGIES", "BOUT_LENGTHS", "make_prices", "price_paths",
+    "bounded_weights", "fees", "pools", "strategies_for", "bout_starts", "scenarios_3way", "scenarios",
+    "pool_states",
+]
