@@ -209,9 +209,14 @@ def lambda_cap(chunk_period: int, max_memory_days: float) -> float:
     short chunks (``1 - lambda`` off by 2e-6 relative at 365 days, c = 1); after refinement it is exact to
     a few ulp. (Here, not in tfmm.core, so that the specs and the reference can use it without loading
     the core math; :func:`tfmm.core.strategies.common.lambda_cap` is this function.)
+
+    Computed with ``math`` on Python floats, not numpy: inside ``torch.compile`` dynamo traces numpy calls
+    through ``torch._numpy``, whose ``cbrt`` of a negative number is NaN (every decay became NaN, silently).
     """
     y = (float(max_memory_days) * MINUTES_PER_DAY / (2.0 * chunk_period)) ** 3 / 6.0
-    u = 1.0 - float(lambda_from_memory_days(max_memory_days, chunk_period))
+    p, q = 1.0 / y, -1.0 / y
+    root = math.sqrt(q * q / 4.0 + p ** 3 / 27.0)
+    u = math.cbrt(-q / 2.0 + root) + math.cbrt(-q / 2.0 - root)  # Cardano, as lambda_from_memory_days
     for _ in range(3):
         u -= (y * u ** 3 + u - 1.0) / (3.0 * y * u * u + 1.0)
     return 1.0 - u
