@@ -17,27 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
-DAY = 1440
-YEAR = 365 * DAY
-
-
-def timed(fn, repeats: int) -> tuple[float, float]:
-    """(first call seconds, including compilation; median of ``repeats`` further calls)."""
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return first, statistics.median(times)
+from bench_jax import DAY, YEAR, _timed as timed  # one timing rule for every benchmark script
 
 
 def end_to_end_cases(length: int) -> list[tuple[str, int, dict, str, str]]:
