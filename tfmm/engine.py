@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from tfmm.api import Simulation, SimulationRequest
-from tfmm.core import g3m
+from tfmm.core import g3m, weights as weights_mod
 from tfmm.core.objectives import all_objectives, objective as objective_fn
 from tfmm.core.simulate import BoutConfig, rule_outputs_for, simulate_bout
 
@@ -180,12 +180,13 @@ class ArrayEngine:
 
 
 FEE_PATHS = ("auto", "kernel", "scan")
+WEIGHT_PATHS = FEE_PATHS
 
 
-def check_fee_path(fee_path: str) -> str:
-    """Validate the ``fee_path`` backend option."""
+def check_fee_path(fee_path: str, option: str = "fee_path") -> str:
+    """Validate the ``fee_path`` (or ``weight_path``) backend option: "auto", "kernel" or "scan"."""
     if fee_path not in FEE_PATHS:
-        raise ValueError(f"fee_path={fee_path!r} is invalid: allowed one of {', '.join(map(repr, FEE_PATHS))}")
+        raise ValueError(f"{option}={fee_path!r} is invalid: allowed one of {', '.join(map(repr, FEE_PATHS))}")
     return fee_path
 
 
@@ -225,6 +226,38 @@ class EngineBackend:
         reserves, fees = kernel(xp.asarray(r0, dtype=dt), xp.asarray(weights, dtype=dt), prices, *rates)
         trades = reserves - xp.concat([reserves[:1, ...], reserves[:-1, ...]], axis=0)
         return reserves, trades, fees
+
+    weight_path: str = "scan"
+
+    def weight_kernel(self, settings: Any) -> Callable | None:
+        """The backend's differentiable wrapper of the weight-path kernel for ``settings``, or None."""
+        return None
+
+    def uses_weight_kernel(self, outputs: Any) -> bool:
+        """Whether the coarse weight recursion over ``outputs`` runs the kernel (backends refine "auto")."""
+        return self.weight_path == "kernel"
+
+    def coarse_weights(self, outputs: Any, w_init: Any, *, kind: str, alpha: Any, w_min: float, w_max: float,
+                       max_change: float, interpolation_period: int, smooth: bool, temperature: float
+                       ) -> tuple[Any, Any]:
+        """(a, delta) of the coarse weight recursion: the contract of :func:`tfmm.core.weights.coarse_weights`,
+        run by the core's scan or by the kernel of :mod:`tfmm.backends.kernels.weight_path`."""
+        if outputs.shape[0] == 0 or not self.uses_weight_kernel(outputs):
+            return weights_mod.coarse_weights(
+                outputs, w_init, kind=kind, alpha=alpha, w_min=w_min, w_max=w_max, max_change=max_change,
+                interpolation_period=interpolation_period, smooth=smooth, temperature=temperature, bk=self)
+        from tfmm.backends.kernels.weight_path import WeightPathSettings
+
+        xp = self.xp
+        dt = outputs.dtype
+        if kind == "weight":
+            if alpha is None:
+                raise ValueError("a weight rule needs alpha (n,): u = alpha a + (1 - alpha) r")
+            alpha = xp.asarray(alpha, dtype=dt)
+        else:
+            alpha = xp.zeros_like(outputs[0])
+        settings = WeightPathSettings(kind, w_min, w_max, max_change, interpolation_period, smooth, temperature)
+        return self.weight_kernel(settings)(xp.asarray(w_init, dtype=dt), outputs, alpha)
 
     @property
     def engine(self) -> ArrayEngine:

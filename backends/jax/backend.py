@@ -35,8 +35,18 @@ class JaxBackend(EngineBackend):
     name = "jax"
     xp = jnp
 
-    def __init__(self, fee_path: str = "auto") -> None:
+    def __init__(self, fee_path: str = "auto", weight_path: str = "auto") -> None:
         self.fee_path = check_fee_path(fee_path)
+        self.weight_path = check_fee_path(weight_path, "weight_path")
+
+    def weight_kernel(self, settings: Any) -> Callable:
+        from tfmm.backends.jax.weight_kernel import weight_path
+
+        return weight_path(settings)
+
+    def uses_weight_kernel(self, outputs: Any) -> bool:
+        # "auto": lax.scan (XLA compiles the recursion as a whole; see docs/decisions.md)
+        return self.weight_path == "kernel"
 
     def fee_kernel(self, settings: Any) -> Callable:
         from tfmm.backends.jax.fee_kernel import fee_path
@@ -130,7 +140,7 @@ class JaxBackend(EngineBackend):
         return make_trainer(self.engine, request, config)
 
     def __repr__(self) -> str:
-        return f"JaxBackend(devices={jax.devices()}, fee_path={self.fee_path!r})"
+        return f"JaxBackend(devices={jax.devices()}, fee_path={self.fee_path!r}, weight_path={self.weight_path!r})"
 
 
 def _register_pytrees() -> None:
@@ -177,5 +187,5 @@ def _register_pytrees() -> None:
 _register_pytrees()
 
 
-def make_backend(fee_path: str = "auto") -> JaxBackend:
-    return JaxBackend(fee_path=fee_path)
+def make_backend(fee_path: str = "auto", weight_path: str = "auto") -> JaxBackend:
+    return JaxBackend(fee_path=fee_path, weight_path=weight_path)

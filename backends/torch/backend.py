@@ -120,8 +120,12 @@ class TorchBackend(EngineBackend):
     name = "torch"
     xp = array_api_compat.array_namespace(torch.empty(0))
 
-    def __init__(self, num_threads: int | None = 1, fee_path: str = "auto") -> None:
+    # the estimators' affine recurrences as log2(M) rounds of tensor ops instead of an M-step Python loop
+    affine_scan_method = "associative"
+
+    def __init__(self, num_threads: int | None = 1, fee_path: str = "auto", weight_path: str = "auto") -> None:
         self.fee_path = check_fee_path(fee_path)
+        self.weight_path = check_fee_path(weight_path, "weight_path")
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))
 
@@ -134,6 +138,16 @@ class TorchBackend(EngineBackend):
         if self.fee_path == "auto":
             return prices.device.type == "cpu"
         return self.fee_path == "kernel"
+
+    def weight_kernel(self, settings: Any) -> Callable:
+        from tfmm.backends.torch.weight_kernel import weight_path
+
+        return weight_path(settings)
+
+    def uses_weight_kernel(self, outputs: Any) -> bool:
+        if self.weight_path == "auto":
+            return outputs.device.type == "cpu"
+        return self.weight_path == "kernel"
 
     # -- conversion ------------------------------------------------------------------------------------
     def asarray(self, x: Any, dtype: Any = "float64") -> torch.Tensor:
@@ -307,15 +321,21 @@ class TorchBackend(EngineBackend):
 
         return wrapped
 
+    def make_trainer(self, request: Any, config: Any) -> Any:
+        """The torch training adapter (:mod:`tfmm.backends.torch.optim`) for ``tfmm.train``."""
+        from tfmm.backends.torch.optim import make_trainer
+
+        return make_trainer(self.engine, request, config)
+
     def __repr__(self) -> str:
         return (f"TorchBackend(torch={torch.__version__}, threads={torch.get_num_threads()}, "
-                f"fee_path={self.fee_path!r})")
+                f"fee_path={self.fee_path!r}, weight_path={self.weight_path!r})")
 
 
-def make_backend(num_threads: int | None = 1, fee_path: str = "auto") -> TorchBackend:
+def make_backend(num_threads: int | None = 1, fee_path: str = "auto", weight_path: str = "auto") -> TorchBackend:
     """The torch backend (by default sets ``torch.set_num_threads(1)``, see the module docstring);
-    ``fee_path`` as in :class:`TorchBackend`."""
-    return TorchBackend(num_threads=num_threads, fee_path=fee_path)
+    ``fee_path`` and ``weight_path`` as in :class:`TorchBackend`."""
+    return TorchBackend(num_threads=num_threads, fee_path=fee_path, weight_path=weight_path)
 
 
 __all__ = ["TorchBackend", "make_backend", "torch_dtype"]

@@ -58,6 +58,10 @@ import numpy as np
 import torch
 
 from tfmm.backends.kernels import fee_path as kernel
+from tfmm.backends.torch.kernel_support import (
+    batch_shape as _batch_shape, check_ranks as _check_ranks, host_full as _host_full, result_dtype as _result_dtype,
+    sum_to_shape, to_front as _to_front, torch_threads_kept,
+)
 
 Tensor = torch.Tensor
 
@@ -93,59 +97,6 @@ def settings_from_args(signatures: Sequence[int], n: int, smooth: bool, selectio
 
 
 # ----------------------------------------------------------------------------------------------------------
-# helpers
-
-
-def _host(x: Tensor) -> np.ndarray:
-    """A numpy view (CPU) or copy (any other device) of ``x``."""
-    return x.detach().cpu().numpy()
-
-
-def _host_full(tensors: Sequence[Tensor], cores: Sequence[int], batch: tuple) -> list[np.ndarray]:
-    """Each tensor as a C-contiguous numpy array of the whole batch shape (float64, or int32 for ``choice``):
-    a copy only where a tensor was broadcast (the kernel would copy it anyway).
-
-    Why materialise: the kernel's ``_flat`` hands Numba a read-only view of an argument that already has the
-    whole batch shape and a writable copy of one that was broadcast; Numba's array type includes the
-    read-only flag, so each pattern of broadcast arguments would compile its own specialisation of the
-    kernel (~20-60 s each, then cached on disk). With every argument at the whole shape, the kernel always
-    receives read-only views: one specialisation."""
-    out = []
-    for x, c in zip(tensors, cores):
-        a = _host(x)
-        if a.dtype != np.int32:
-            a = a.astype(np.float64, copy=False)
-        out.append(np.ascontiguousarray(np.broadcast_to(a, batch + a.shape[a.ndim - c:])))
-    return out
-
-
-def _batch_shape(tensors: Sequence[Tensor], cores: Sequence[int]) -> torch.Size:
-    return torch.broadcast_shapes(*(tuple(x.shape[: x.ndim - c]) for x, c in zip(tensors, cores)))
-
-
-def _result_dtype(tensors: Sequence[Tensor]) -> torch.dtype:
-    dtype = tensors[0].dtype
-    for x in tensors[1:]:
-        dtype = torch.promote_types(dtype, x.dtype)
-    return dtype
-
-
-def _check_ranks(name: str, tensors: Sequence[Tensor], cores: Sequence[int]) -> None:
-    for i, (x, c) in enumerate(zip(tensors, cores)):
-        if x.ndim < c:
-            raise ValueError(f"{name}: argument {i} needs at least {c} dimensions, got shape {tuple(x.shape)}")
-
-
-def sum_to_shape(g: Tensor, shape: Sequence[int]) -> Tensor:
-    """Sum ``g`` over the axes along which an input of ``shape`` was broadcast (the VJP of broadcasting)."""
-    extra = g.ndim - len(shape)
-    if extra:
-        g = g.sum(dim=tuple(range(extra)))
-    dims = [i for i, d in enumerate(shape) if d == 1 and g.shape[i] != 1]
-    return g.sum(dim=dims, keepdim=True) if dims else g
-
-
-# ----------------------------------------------------------------------------------------------------------
 # the forward operator
 
 
@@ -159,7 +110,8 @@ def fee_path_op(r0: Tensor, weights: Tensor, prices: Tensor, fee: Tensor, gas: T
     inputs = (r0, weights, prices, fee, gas, arb_fee)
     dtype, device = _result_dtype(inputs), prices.device
     batch = tuple(_batch_shape(inputs, _FORWARD_CORE))
-    reserves, fees, (reserves_a, choice) = kernel.forward(settings, *_host_full(inputs, _FORWARD_CORE, batch))
+    with torch_threads_kept():
+        reserves, fees, (reserves_a, choice) = kernel.forward(settings, *_host_full(inputs, _FORWARD_CORE, batch))
     out = (torch.from_numpy(reserves), torch.from_numpy(fees), torch.from_numpy(reserves_a))
     return (*(x.to(device=device, dtype=dtype) for x in out), torch.from_numpy(choice).to(device=device))
 
@@ -197,7 +149,9 @@ def fee_path_backward_op(r0: Tensor, weights: Tensor, prices: Tensor, fee: Tenso
     # (vmap over cotangents), which the kernel, taking its batch from the six primal inputs, would miss
     batch = tuple(_batch_shape(tensors, _BACKWARD_CORE))
     host = _host_full(tensors, _BACKWARD_CORE, batch)
-    grads = kernel.backward(settings, *host[:6], host[6], (host[7], host[8]), host[9], host[10], reduce=False)
+    with torch_threads_kept():
+        grads = kernel.backward(settings, *host[:6], host[6], (host[7], host[8]), host[9], host[10],
+                                reduce=False)
     device = prices.device
     return tuple(torch.from_numpy(np.ascontiguousarray(g)).to(device=device, dtype=x.dtype)
                  for g, x in zip(grads, (r0, weights, fee, gas, arb_fee)))
@@ -252,20 +206,6 @@ torch.library.register_autograd("tfmm::fee_path", _backward, setup_context=_setu
 
 # ----------------------------------------------------------------------------------------------------------
 # vmap: the batch goes to the kernel as a leading axis
-
-
-def _to_front(args: Sequence, in_dims: Sequence, cores: Sequence[int]) -> list:
-    """Batched tensors: vmapped axis to the front, then singleton axes up to the largest per-example batch
-    rank, so that every argument's leading axes broadcast against the others'. Unbatched ones unchanged."""
-    ranks = [(x.ndim - (d is not None)) - c for x, d, c in zip(args, in_dims, cores)]
-    top = max(ranks)
-    out = []
-    for x, d, r in zip(args, in_dims, ranks):
-        if d is not None:
-            x = x.movedim(d, 0)
-            x = x.reshape(x.shape[:1] + (1,) * (top - r) + x.shape[1:])
-        out.append(x)
-    return out
 
 
 def _fee_path_vmap(info, in_dims, r0, weights, prices, fee, gas, arb_fee, *static):

@@ -75,10 +75,11 @@ def bout_weights(outputs: Any, start: Any, params: dict[str, Any], w_init: Any, 
     first_chunk = start // cfg.chunk_period
     bout_outputs = bk.dynamic_slice(outputs, first_chunk, cfg.n_chunks, axis=0)
     alpha = bk.sigmoid(params["logit_lambda_2"]) if cfg.rule_kind == "weight" else None
-    a, delta = weights_mod.coarse_weights(
+    # the backend's operation: the core's scan (weights.coarse_weights) or a fused kernel it registered
+    a, delta = bk.coarse_weights(
         bout_outputs, w_init, kind=cfg.rule_kind, alpha=alpha, w_min=cfg.w_min, w_max=cfg.w_max,
         max_change=cfg.max_change, interpolation_period=cfg.interpolation_period, smooth=cfg.smooth,
-        temperature=cfg.smoothing.weight_temperature, bk=bk,
+        temperature=cfg.smoothing.weight_temperature,
     )
     return weights_mod.fine_weights(
         w_init, a, delta, chunk_period=cfg.chunk_period, interpolation_period=cfg.interpolation_period,
