@@ -391,6 +391,35 @@ def test_jit_is_identity(tbk):
     assert tbk.jit(f) is f
 
 
+def test_cummax_like_jax_values_and_gradient(tbk, jbk):
+    rng = np.random.default_rng(8)
+    x = np.cumsum(rng.normal(size=(50, 3)), axis=0)
+    for axis in (0, 1):
+        np.testing.assert_array_equal(_np(tbk.cummax(_t(x), axis=axis)), np.asarray(jbk.cummax(x, axis=axis)))
+    # gradient of a sum of running maxima: 1 per row at the running arg-max (no ties in continuous draws)
+    g_t = tbk.grad(lambda v: tbk.cummax(v, axis=0).sum())(_t(x))
+    g_j = jbk.grad(lambda v: jbk.cummax(v, axis=0).sum())(x)
+    np.testing.assert_array_equal(_np(g_t), np.asarray(g_j))
+
+
+def test_compile_option_equals_eager(prices):
+    """``tfmm.use("torch", compile=True)``: torch.compile(fullgraph=True) of the bout function (the kernels
+    are opaque operators inside), values and gradients equal to eager up to inductor's reordering of sums."""
+    strategy = _strategy("momentum")
+    kw = dict(start=START, length=DAY // 2, objective="sharpe", mode="smooth", smoothing=SMOOTH)
+    with tfmm.use("torch"):
+        v_eager, g_eager = tfmm.value_and_grad(prices, strategy, POOL, **kw)
+    with tfmm.use("torch", compile=True):
+        assert tfmm.get_backend().compile
+        value, grads = tfmm.value_and_grad(prices, strategy, POOL, **kw)
+    # the same float64 operations, fused and reordered by inductor: a few ulps per op over ~10 ops deep
+    assert float(value) == pytest.approx(float(v_eager), rel=1e-12)
+    for key in grads:
+        np.testing.assert_allclose(_np(grads[key]), _np(g_eager[key]), rtol=1e-10, atol=1e-16, err_msg=key)
+    with pytest.raises(TypeError, match="compile"):
+        tfmm.get_backend("torch", compile="yes")
+
+
 def test_core_estimators_associative_equals_sequential_on_torch(tbk):
     from tfmm.core import estimators
 

@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     parser.add_argument("--iterations", type=int, default=None, help="override n_iterations")
     parser.add_argument("--seed", type=int, default=None, help="override the seed")
+    parser.add_argument("--backend", choices=("jax", "torch"), default=None,
+                        help="array backend to train on (default: jax when installed, else torch)")
     args = parser.parse_args(argv)
 
     import dataclasses
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     import tfmm
     from tfmm.plots import baseline_simulations
 
-    backend = "jax" if "jax" in tfmm.available_backends() else "reference"
+    installed = tfmm.available_backends()
+    backend = args.backend or next((b for b in ("jax", "torch") if b in installed), "reference")
     prices, pool, strategy, config = demo_setup()
     if args.iterations is not None:
         config = dataclasses.replace(config, n_iterations=args.iterations)
@@ -64,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     first, last = (np.datetime64(int(t), "s") for t in prices.timestamps[[0, -1]])
     print(f"tfmm demo: {', '.join(prices.assets)} one-minute closes (Binance market data), {first} .. {last} UTC, "
           f"{prices.n_rows} rows; backend {backend}")
-    if backend != "jax":
-        print("training needs the JAX backend: pip install 'tfmm[jax]'", file=sys.stderr)
+    if backend not in installed or backend == "reference":
+        print(f"training needs the JAX or torch backend: pip install 'tfmm[{args.backend or 'jax'}]'",
+              file=sys.stderr)
         return 1
     t0 = time.perf_counter()
     with tfmm.use(backend):

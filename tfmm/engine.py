@@ -116,7 +116,7 @@ class ArrayEngine:
                 values = per_set(params, *args)
                 return bk.xp.sum(values), values
 
-            return bk.jit(bk.value_and_grad(total, has_aux=True))
+            return bk.jit_value_and_grad(total, has_aux=True)
 
         return self._compiled(("value_and_grad", cfg, objective), build)
 
@@ -228,6 +228,11 @@ class EngineBackend:
         return reserves, trades, fees
 
     weight_path: str = "scan"
+
+    def jit_value_and_grad(self, fn: Callable, has_aux: bool = False) -> Callable:
+        """A compiled ``value_and_grad(fn)``: ``jit(value_and_grad(fn))`` (a backend whose compiler cannot
+        trace its autodiff, torch's, differentiates the compiled function instead)."""
+        return self.jit(self.value_and_grad(fn, has_aux=has_aux))
 
     def weight_kernel(self, settings: Any) -> Callable | None:
         """The backend's differentiable wrapper of the weight-path kernel for ``settings``, or None."""

@@ -115,6 +115,18 @@ class JaxBackend(EngineBackend):
     def cumsum(self, x: Any, axis: int = 0) -> Any:
         return jnp.cumsum(x, axis=axis)
 
+    def cummax(self, x: Any, axis: int = 0) -> Any:
+        """Running maximum along ``axis`` as a sequential ``lax.scan``: on XLA:CPU at T = 525,600 it took 4 ms
+        (24 ms with gradient) against 16 ms (60 ms) for ``lax.cummax`` (an associative scan there)."""
+        x = jnp.moveaxis(x, axis, 0)
+
+        def step(peak, v):
+            peak = jnp.maximum(peak, v)
+            return peak, peak
+
+        _, peak = lax.scan(step, x[0], x)
+        return jnp.moveaxis(peak, 0, axis)
+
     def argmax(self, x: Any, axis: int = -1) -> Any:
         """Index of the first maximum (ties go to the lowest index)."""
         return jnp.argmax(x, axis=axis)

@@ -123,9 +123,13 @@ class TorchBackend(EngineBackend):
     # the estimators' affine recurrences as log2(M) rounds of tensor ops instead of an M-step Python loop
     affine_scan_method = "associative"
 
-    def __init__(self, num_threads: int | None = 1, fee_path: str = "auto", weight_path: str = "auto") -> None:
+    def __init__(self, num_threads: int | None = 1, fee_path: str = "auto", weight_path: str = "auto",
+                 compile: bool = False) -> None:
         self.fee_path = check_fee_path(fee_path)
         self.weight_path = check_fee_path(weight_path, "weight_path")
+        if not isinstance(compile, bool):
+            raise TypeError(f"compile={compile!r} is invalid: allowed True or False")
+        self.compile = compile
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))
 
@@ -239,6 +243,11 @@ class TorchBackend(EngineBackend):
     def cumsum(self, x: Any, axis: int = 0) -> torch.Tensor:
         return torch.cumsum(x, dim=axis)
 
+    def cummax(self, x: Any, axis: int = 0) -> torch.Tensor:
+        """Running maximum along ``axis`` (``torch.cummax``: one op; its gradient goes to the running arg-max,
+        the latest index at a tie, where JAX's ``maximum`` splits a tie in half)."""
+        return torch.cummax(x, dim=axis).values
+
     def argmax(self, x: Any, axis: int = -1) -> torch.Tensor:
         """Index of the first maximum (ties go to the lowest index; NaN counts as the maximum)."""
         return torch.argmax(x, dim=axis)
@@ -267,8 +276,16 @@ class TorchBackend(EngineBackend):
 
     # -- transformations -------------------------------------------------------------------------------------
     def jit(self, fn: Callable, **kwargs: Any) -> Callable:
-        """Eager backend: ``fn`` unchanged (``torch.compile`` is not used yet)."""
-        return fn
+        """``torch.compile(fn, fullgraph=True, dynamic=False)`` with the ``compile`` option, else ``fn``
+        unchanged (eager). Compiled once per shape; the kernels are opaque custom operators inside."""
+        if not self.compile:
+            return fn
+        return torch.compile(fn, fullgraph=True, dynamic=False)
+
+    def jit_value_and_grad(self, fn: Callable, has_aux: bool = False) -> Callable:
+        """``value_and_grad(jit(fn))``: torch.compile traces the forward function (AOTAutograd compiles its
+        backward too); ``torch.autograd.grad`` runs outside the compiled region."""
+        return self.value_and_grad(self.jit(fn), has_aux=has_aux)
 
     def vmap(self, fn: Callable, in_axes: Any = 0) -> Callable:
         """``torch.func.vmap(fn, in_dims=in_axes)``, outputs batched along axis 0. A batch of size 1 (one
@@ -329,13 +346,14 @@ class TorchBackend(EngineBackend):
 
     def __repr__(self) -> str:
         return (f"TorchBackend(torch={torch.__version__}, threads={torch.get_num_threads()}, "
-                f"fee_path={self.fee_path!r}, weight_path={self.weight_path!r})")
+                f"fee_path={self.fee_path!r}, weight_path={self.weight_path!r}, compile={self.compile})")
 
 
-def make_backend(num_threads: int | None = 1, fee_path: str = "auto", weight_path: str = "auto") -> TorchBackend:
+def make_backend(num_threads: int | None = 1, fee_path: str = "auto", weight_path: str = "auto",
+                 compile: bool = False) -> TorchBackend:
     """The torch backend (by default sets ``torch.set_num_threads(1)``, see the module docstring);
-    ``fee_path`` and ``weight_path`` as in :class:`TorchBackend`."""
-    return TorchBackend(num_threads=num_threads, fee_path=fee_path, weight_path=weight_path)
+    ``fee_path``, ``weight_path`` and ``compile`` as in :class:`TorchBackend`."""
+    return TorchBackend(num_threads=num_threads, fee_path=fee_path, weight_path=weight_path, compile=compile)
 
 
 __all__ = ["TorchBackend", "make_backend", "torch_dtype"]

@@ -143,7 +143,7 @@ class TorchTrainer:
                 per_set = torch.clamp(per_set, -clip_objective, clip_objective)
             return torch.sum(per_set), per_set
 
-        self._value_and_grad = engine.bk.value_and_grad(objective, has_aux=True)
+        self._value_and_grad = engine.bk.jit_value_and_grad(objective, has_aux=True)
 
     # -- the trainer interface (as JaxTrainer) -----------------------------------------------------------
     def static_inputs(self, request: Any = None) -> tuple:

@@ -22,8 +22,9 @@ Decisions where MATH.md is silent:
   still give every other number.
 - annualised_returns with T = 1 uses T - 1 := 1 (the return is then 0, not NaN).
 - calmar divides by max(-max_drawdown, eps): a series that never falls has a large finite calmar.
-- The running maximum of max_drawdown is a sequential ``bk.scan``: on XLA:CPU at T = 525,600 it took 4 ms
-  (24 ms with gradient) against 16 ms (60 ms) for ``bk.associative_scan``, and compiles 10x faster.
+- The running maximum of max_drawdown is the backend primitive ``bk.cummax`` (JAX: a sequential
+  ``lax.scan``, faster on XLA:CPU than an associative scan; torch: ``torch.cummax``, one op where a Python
+  loop over a year of minutes took 27 s).
 """
 
 from __future__ import annotations
@@ -107,14 +108,8 @@ def returns_over_uniform_hodl(values: Any, prices: Any, bk: Any) -> Any:
 
 def max_drawdown(values: Any, bk: Any) -> Any:
     """min_t (V_t - max_{u<=t} V_u) / max_{u<=t} V_u, in [-1, 0]."""
-    xp = bk.xp
-
-    def step(peak, v):
-        peak = xp.maximum(peak, v)
-        return peak, peak
-
-    _, peak = bk.scan(step, values[0], values)
-    return xp.min(values / peak - 1.0)
+    peak = bk.cummax(values, axis=0)  # the backend's running maximum
+    return bk.xp.min(values / peak - 1.0)
 
 
 def calmar(values: Any, bk: Any, eps: float = EPS) -> Any:
