@@ -26,7 +26,9 @@ Decisions where MATH.md is silent:
   ``C = cbrt(-q/2 + sqrt(q^2/4 + p^3/27))`` (no cancellation between two cube roots for long memories),
   then two Newton steps on ``lambda - y (1 - lambda)^3 = 0`` (``1 - u`` cancels for memories of hours);
   the result is accurate to a few ulp from minutes to years of memory;
-- ``balancer`` and ``hodl`` have no rule outputs: asking for them is a ``ValueError``;
+- ``balancer`` and ``hodl`` have no rule outputs: asking for them is a ``ValueError``; so is any other
+  name (a user strategy registered with ``tfmm.register_strategy``: the reference implements only the
+  built-ins);
 - a decay that rounds to exactly 0 (``logit_lambda`` below about -745) is a ``ValueError`` (b = 0 in the
   gradient's denominator).
 """
@@ -264,7 +266,11 @@ def rule_outputs(
     ``params`` maps the names in ``RULE_PARAMETERS[name]`` to arrays of shape (n,).
     """
     if name not in RULES:
-        raise ValueError(f"rule {name!r} has no rule outputs; rules: {', '.join(RULES)}")
+        if name in ("balancer", "hodl"):
+            raise ValueError(f"rule {name!r} has no rule outputs; rules: {', '.join(RULES)}")
+        raise ValueError(f"strategy {name!r} is not implemented by the reference backend: the reference "
+                         f"implements only the built-in strategies ({', '.join(RULES)}, balancer, hodl); run a "
+                         f"user rule (tfmm.register_strategy) on 'jax' or 'torch'")
     if beta <= 0:
         raise ValueError(f"beta must be > 0, got {beta!r}")
     x = _prices(chunk_prices)

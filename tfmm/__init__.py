@@ -10,13 +10,15 @@ from tfmm.data import (PriceGapError, Prices, SamplingIntervalError, example_pri
 from tfmm.diagnostics import Diagnosis, diagnose
 from tfmm.functional import objective_fn, simulate_fn
 from tfmm.training import CheckpointError, TrainingDivergedError, TrainingInterrupted, TrainResult, train
-from tfmm.specs import Pool, Smoothing, Strategy, TrainConfig, from_toml, load_config, to_toml
+from tfmm.specs import (Pool, Smoothing, Strategy, TrainConfig, from_toml, load_config, register_strategy,
+                         to_toml)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Pool", "Prices", "example_prices", "load_prices", "summarize", "synthetic_prices", "Simulation", "Smoothing", "Strategy", "TrainConfig", "available_backends",
-    "from_toml", "get_backend", "load_config", "metrics", "register_backend", "simulate", "to_toml",
+    "from_toml", "get_backend", "load_config", "metrics", "register_backend", "register_strategy", "simulate",
+    "to_toml",
     "use", "value_and_grad", "objective_fn", "simulate_fn", "train", "diagnose", "Diagnosis", "TrainResult", "TrainingDivergedError", "__version__",
     "NonFiniteSimulationError", "SamplingIntervalError", "PriceGapError", "CheckpointError", "TrainingInterrupted",
 ]

@@ -3,7 +3,8 @@
 Every bad value raises ``ValueError`` (or ``TypeError`` for a wrong kind of value) naming the field,
 the value and the allowed range. Checks that need the number of assets or the length of the price
 data run in :func:`check_compatible`, called when a pool meets prices and a strategy.
-Specs round-trip through TOML (:func:`to_toml`, :func:`from_toml`, :func:`load_config`).
+Specs round-trip through TOML (:func:`to_toml`, :func:`from_toml`, :func:`load_config`); a strategy is
+saved by name, so a user strategy (:func:`register_strategy`) loads wherever it is registered.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import tomli_w
@@ -25,36 +26,25 @@ from tfmm.core.memory import (
     log_k_from_k_per_day,
     logit_lambda_from_memory_days,
 )
+from tfmm.core.strategies import registry
+from tfmm.core.strategies.common import lambda_cap
+from tfmm.core.strategies.registry import MIXING_PARAMETER, LiveMapping, LiveNames, StrategyRecord
 
 # The largest momentum scale k = 2^log_k m(lambda) accepted (about 1.1e12). The weight update k (g - mean)
 # is added to weights of order 1 and the sum renormalised; its float64 rounding is about k |g| 2^-52, i.e.
 # 2.4e-7 of the weight at a 1% chunk move with k = 2^40, but of order 1 at k = 2^60 (log_k >= 62 on hourly
 # chunks), where JAX, torch and the reference then return different weights, all finite.
 K_MAX = 2.0**40
-# parameters whose sigmoid is an EWMA decay (capped at lambda(max_memory_days)), per strategy
-EWMA_LOGITS: dict[str, tuple[str, ...]] = {
-    "momentum": ("logit_lambda",),
-    "anti_momentum": ("logit_lambda",),
-    "power_channel": ("logit_lambda",),
-    "mean_reversion_channel": ("logit_lambda",),
-    "difference_momentum": ("logit_lambda", "logit_lambda_2"),
-    "min_variance": ("logit_lambda",),
-}
-SQUAREPLUS_PARAMETERS = ("raw_exponent", "sp_amplitude", "sp_width")
 
-# Trainable parameters of each strategy (MATH.md section 5), all per asset: shape (n,) or (sets, n).
-STRATEGY_PARAMETERS: dict[str, tuple[str, ...]] = {
-    "momentum": ("log_k", "logit_lambda"),
-    "anti_momentum": ("log_k", "logit_lambda"),
-    "power_channel": ("log_k", "logit_lambda", "raw_exponent"),
-    "mean_reversion_channel": ("log_k", "logit_lambda", "raw_exponent", "sp_amplitude", "sp_width"),
-    "difference_momentum": ("log_k", "logit_lambda", "logit_lambda_2"),
-    "min_variance": ("logit_lambda", "logit_lambda_2"),
-    "balancer": (),
-    "hodl": (),
-}
-DELTA_RULES = ("momentum", "anti_momentum", "power_channel", "mean_reversion_channel", "difference_momentum")
-WEIGHT_RULES = ("min_variance",)
+# Live views of the strategy registry (tfmm.core.strategies.registry), so they include user strategies
+# registered with register_strategy. Trainable parameters of each strategy (MATH.md section 5), all per
+# asset: shape (n,) or (sets, n).
+STRATEGY_PARAMETERS: Mapping[str, tuple[str, ...]] = LiveMapping(registry.parameters_by_name)
+DELTA_RULES: Sequence[str] = LiveNames(lambda: registry.names_of_kind("delta"))
+WEIGHT_RULES: Sequence[str] = LiveNames(lambda: registry.names_of_kind("weight"))
+# parameters whose sigmoid is an EWMA decay (capped at lambda(max_memory_days)), per strategy
+EWMA_LOGITS: Mapping[str, tuple[str, ...]] = LiveMapping(
+    lambda: {name: registry.lookup(name).decay_parameters for name in registry.names()})
 OBJECTIVES = (
     "daily_log_sharpe", "daily_sharpe", "sharpe", "returns", "annualised_returns",
     "returns_over_hodl", "returns_over_uniform_hodl", "max_drawdown", "calmar",
@@ -201,27 +191,6 @@ def _as_param(name: str, value: Any) -> np.ndarray:
     return arr
 
 
-def lambda_cap(chunk_period: int, max_memory_days: float) -> float:
-    """The largest decay allowed: lambda(max_memory_days) for chunks of ``chunk_period`` minutes.
-
-    Cardano's root (tfmm.core.memory) refined by Newton steps on ``y u^3 + u - 1 = 0``, ``u = 1 - lambda``,
-    ``y = (m 1440 / (2c))^3 / 6``: the two cube roots of Cardano's formula cancel for long memories in
-    short chunks (``1 - lambda`` off by 2e-6 relative at 365 days, c = 1); after refinement it is exact to
-    a few ulp. (Here, not in tfmm.core, so that the specs and the reference can use it without loading
-    the core math; :func:`tfmm.core.strategies.common.lambda_cap` is this function.)
-
-    Computed with ``math`` on Python floats, not numpy: inside ``torch.compile`` dynamo traces numpy calls
-    through ``torch._numpy``, whose ``cbrt`` of a negative number is NaN (every decay became NaN, silently).
-    """
-    y = (float(max_memory_days) * MINUTES_PER_DAY / (2.0 * chunk_period)) ** 3 / 6.0
-    p, q = 1.0 / y, -1.0 / y
-    root = math.sqrt(q * q / 4.0 + p ** 3 / 27.0)
-    u = math.cbrt(-q / 2.0 + root) + math.cbrt(-q / 2.0 - root)  # Cardano, as lambda_from_memory_days
-    for _ in range(3):
-        u -= (y * u ** 3 + u - 1.0) / (3.0 * y * u * u + 1.0)
-    return 1.0 - u
-
-
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     """1 / (1 + exp(-x)) in float64 without overflow warnings (0 and 1 where it rounds there)."""
     with np.errstate(over="ignore", under="ignore"):
@@ -246,6 +215,8 @@ def parameter_problems(name: str, params: Mapping[str, Any], chunk_period: int |
                        max_memory_days: float) -> list[str | None]:
     """Why each parameter set is out of range (None where it is fine), in float64 as the core computes.
 
+    Which parameters are EWMA decay logits, the momentum scale ``log_k`` and squareplus inputs is the
+    strategy's registry record (user strategies: their ``decay_parameters`` only).
     Derived quantities must be usable: every EWMA decay ``lambda = min(sigmoid(logit), lambda(max_memory_days))``
     in (0, 1); ``k = 2^log_k m(lambda)`` finite and at most :data:`K_MAX`; ``sp(raw_exponent)``,
     ``sp(sp_amplitude)`` finite and ``sp(sp_width)`` finite and > 0. With ``chunk_period=None`` (no pool
@@ -253,6 +224,7 @@ def parameter_problems(name: str, params: Mapping[str, Any], chunk_period: int |
     the shortest chunk (1 minute), since m(lambda) grows with the chunk period.
     params: name -> (n,) or (sets, n) arrays. Returns one entry per set (a single entry without a set axis).
     """
+    record = registry.lookup(name)
     arrays = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     if not arrays:
         return [None]
@@ -278,7 +250,7 @@ def parameter_problems(name: str, params: Mapping[str, Any], chunk_period: int |
                     f"representable in float64 for chunk_period={chunk_period} (lambda={cap!r}); allowed a memory "
                     f"cap of a few minutes to ~1e9 days"] * len(problems)
     log_m: dict[str, np.ndarray] = {}
-    for key in EWMA_LOGITS.get(name, ()):
+    for key in record.decay_parameters:
         x = arrays[key]
         sig = _sigmoid(x)
         report(lambda i, j: "lambda = sigmoid(logit) is 0 in float64 (logit below about -745); allowed "
@@ -292,10 +264,11 @@ def parameter_problems(name: str, params: Mapping[str, Any], chunk_period: int |
             log_m[key] = np.minimum(_log_memory_days(lam, 1), math.log(max_memory_days))
         else:
             log_m[key] = _log_memory_days(lam, chunk_period)
-    if "log_k" in arrays and log_m:
+    scale = record.scale_parameter
+    if scale in arrays and log_m:
         lm = np.maximum.reduce(list(log_m.values()))
         with np.errstate(over="ignore", invalid="ignore"):
-            log2_k = arrays["log_k"] + lm / math.log(2.0)
+            log2_k = arrays[scale] + lm / math.log(2.0)
             k = np.exp2(log2_k)
         def k_message(i, j):
             kij = float(k.reshape(len(problems), -1)[i, j])
@@ -306,8 +279,8 @@ def parameter_problems(name: str, params: Mapping[str, Any], chunk_period: int |
             return (f"k = 2^log_k m(lambda) is {value}, above 2^40 (about 1.1e12): float64 rounding of the "
                     f"weight update would decide the weights; allowed log_k <= {bound:.4g} {where}")
 
-        report(k_message, "log_k", ~np.isfinite(k) | (k > K_MAX))
-    for key in SQUAREPLUS_PARAMETERS:
+        report(k_message, scale, ~np.isfinite(k) | (k > K_MAX))
+    for key in record.squareplus_parameters:
         if key in arrays:
             sp = _squareplus(arrays[key])
             report(lambda i, j: f"sp({key}) is not finite in float64; allowed |{key}| < 1e150",
@@ -316,6 +289,42 @@ def parameter_problems(name: str, params: Mapping[str, Any], chunk_period: int |
                 report(lambda i, j: "the channel width sp(sp_width) is 0 in float64; allowed sp_width > -6e7",
                        key, np.isfinite(sp) & (sp <= 0.0))
     return problems
+
+
+# parameters Strategy.from_memory_days derives from human units, for built-in and user strategies alike
+HUMAN_UNIT_PARAMETERS = ("log_k", "logit_lambda", "logit_lambda_2", "raw_exponent", "sp_amplitude", "sp_width")
+
+
+def _human_unit_values(memory_days: float, memory_days_2: float, k_per_day: float, exponent: float,
+                       chunk_period: int) -> dict[str, float]:
+    """log_k = log2(k_per_day); logit_lambda(_2) = logit(lambda(memory_days(_2), c)); raw_exponent with
+    sp(raw_exponent) = exponent; sp_amplitude = sp_width = 0 (amplitude and width 1)."""
+    return {
+        "log_k": log_k_from_k_per_day(k_per_day),
+        "logit_lambda": logit_lambda_from_memory_days(memory_days, chunk_period),
+        "logit_lambda_2": logit_lambda_from_memory_days(memory_days_2, chunk_period),
+        "raw_exponent": float(exponent) - 1.0 / float(exponent),
+        "sp_amplitude": 0.0,
+        "sp_width": 0.0,
+    }
+
+
+def _initial_values(record: StrategyRecord, memory_days: float, memory_days_2: float, k_per_day: float,
+                    exponent: float, chunk_period: int) -> dict[str, Any]:
+    """Initial value of each parameter of ``record``: from human units by name, else the record's default."""
+    derived = _human_unit_values(memory_days, memory_days_2, k_per_day, exponent, chunk_period)
+    values = {}
+    for key in record.parameters:
+        if key in record.defaults:
+            values[key] = record.defaults[key]
+        elif key in derived:
+            values[key] = derived[key]
+        else:
+            raise ValueError(
+                f"Strategy.from_memory_days cannot initialise parameter {key!r} of strategy {record.name!r}: it is "
+                f"not one of {list(HUMAN_UNIT_PARAMETERS)} and has no default; register the strategy with "
+                f"defaults={{{key!r}: ...}} or build tfmm.Strategy({record.name!r}, params=...)")
+    return values
 
 
 def check_parameters(strategy: "Strategy", chunk_period: int | None = None) -> None:
@@ -352,10 +361,10 @@ class Strategy:
     chunk_period: int | None = None
 
     def __post_init__(self) -> None:
-        _choice("name", self.name, tuple(STRATEGY_PARAMETERS))
+        names = registry.lookup(self.name).parameters
         if not isinstance(self.params, Mapping):
             raise TypeError(f"params must be a mapping of name -> array, got {type(self.params).__name__}")
-        expected = set(STRATEGY_PARAMETERS[self.name])
+        expected = set(names)
         given = set(self.params)
         if given != expected:
             missing, unknown = sorted(expected - given), sorted(given - expected)
@@ -365,7 +374,7 @@ class Strategy:
                 f"params for strategy {self.name!r}: missing {missing}, unknown {unknown}; "
                 f"expected exactly {sorted(expected)}" + (f" (did you mean {', '.join(hints)}?)" if hints else "")
             )
-        params = {k: _as_param(k, self.params[k]) for k in STRATEGY_PARAMETERS[self.name]}
+        params = {k: _as_param(k, self.params[k]) for k in names}
         shapes = {k: v.shape for k, v in params.items()}
         if len(set(shapes.values())) > 1:
             raise ValueError(f"params must all have one shape, got {shapes}")
@@ -420,10 +429,9 @@ class Strategy:
 
     @property
     def rule_kind(self) -> str:
-        """"delta" (momentum family), "weight" (min_variance) or "constant" (balancer, hodl)."""
-        if self.name in DELTA_RULES:
-            return "delta"
-        return "weight" if self.name in WEIGHT_RULES else "constant"
+        """"delta" (momentum family), "weight" (min_variance) or "constant" (balancer, hodl); a user
+        strategy's kind as registered."""
+        return registry.lookup(self.name).kind
 
     def replace(self, **changes: Any) -> "Strategy":
         return dataclasses.replace(self, **changes)
@@ -456,13 +464,15 @@ class Strategy:
         logit_lambda = logit(lambda(memory_days, chunk_period)); log_k = log2(k_per_day), so that
         k = k_per_day * memory_days. Second memories (difference_momentum, min_variance) default to
         ``memory_days_2 = 2 * memory_days``; channel parameters default to exponent 2, amplitude 1, width 1.
+        A registered user strategy gets these values for parameters of these names
+        (:data:`HUMAN_UNIT_PARAMETERS`) and its registered ``defaults`` for the others.
 
         chunk_period: minutes per strategy update of the pool the strategy will run in; default: ``pool``'s,
         else 1440 (the default :class:`Pool`'s). It is recorded on the strategy, and a pool with another
         chunk period is refused (the same lambda would be a memory that many times longer or shorter).
         A memory above ``max_memory_days`` (default 365) is an error, not silently capped.
         """
-        _choice("name", name, tuple(STRATEGY_PARAMETERS))
+        record = registry.lookup(name)
         n = _integer("n_assets", n_assets, 2)
         if pool is not None:
             if not isinstance(pool, Pool):
@@ -476,20 +486,13 @@ class Strategy:
         exponent = extra.pop("exponent", 2.0)
         cap = _number("max_memory_days", extra.get("max_memory_days", 365.0))
         for label, days in (("memory_days", memory_days), ("memory_days_2", memory_days_2)):
-            if label == "memory_days" or name == "difference_momentum":
+            if label == "memory_days" or "logit_lambda_2" in record.decay_parameters:
                 if _number(label, days) > cap:
                     raise _fail(label, days, f"at most max_memory_days={cap:g} (memories are capped there; pass "
                                              f"max_memory_days={float(days):g} or more to allow it)")
-        values = {
-            "log_k": log_k_from_k_per_day(k_per_day),
-            "logit_lambda": logit_lambda_from_memory_days(memory_days, chunk_period),
-            "logit_lambda_2": logit_lambda_from_memory_days(memory_days_2, chunk_period),
-            "raw_exponent": float(exponent) - 1.0 / float(exponent),
-            "sp_amplitude": 0.0,
-            "sp_width": 0.0,
-        }
+        values = _initial_values(record, memory_days, memory_days_2, k_per_day, exponent, chunk_period)
         shape = (n,) if n_sets is None else (_integer("n_sets", n_sets, 1), n)
-        params = {k: np.full(shape, values[k]) for k in STRATEGY_PARAMETERS[name]}
+        params = {k: np.full(shape, values[k]) for k in record.parameters}
         if initial_weights is None:
             initial_weights = np.full(n, 1.0 / n)
         return cls(name, params, initial_weights, chunk_period=chunk_period, **extra)
@@ -499,6 +502,115 @@ class Strategy:
             "name": self.name, "params": dict(self.params), "initial_weights": self.initial_weights,
             "beta": self.beta, "max_memory_days": self.max_memory_days, "chunk_period": self.chunk_period,
         })
+
+
+# --- user strategies -------------------------------------------------------------------------------
+
+USER_KINDS = ("delta", "weight")
+
+
+def register_strategy(
+    name: str,
+    parameters: Sequence[str],
+    rule: Callable[..., Any],
+    *,
+    kind: str = "delta",
+    defaults: Mapping[str, float] | None = None,
+    decay_parameters: Sequence[str] | None = None,
+    overwrite: bool = False,
+    doc: str = "",
+) -> StrategyRecord:
+    """Register a user strategy: afterwards ``Strategy(name, params)``, ``simulate``, ``value_and_grad``,
+    ``train`` and TOML files accept ``name`` on the array backends (jax, torch); the reference backend
+    implements only the built-ins.
+
+    Args:
+      name: an identifier, not a built-in's name.
+      parameters: names of the trainable per-asset parameters (each an (n,) array; unconstrained: the
+        optimiser adds to them freely).
+      rule: ``rule(chunk_prices, params, *, chunk_period, beta, max_memory_days, bk) -> outputs``, as the
+        built-ins (:mod:`tfmm.core.strategies.momentum`): chunk prices (M, n) in USD, one row per chunk of
+        ``chunk_period`` minutes; ``params`` name -> (n,) array; outputs (M - 1, n), row ``m`` using chunk
+        prices ``0..m+1`` only. Written against ``bk.xp`` (the Array API namespace of the inputs) and
+        ``bk``'s primitives (``where``, ``sigmoid``, ``softmax``, ``scan``, ...), with no Python branching
+        on array values, so that it traces under jit, vmap and autodiff on every backend. The helpers of
+        :mod:`tfmm.core.strategies.common` and :mod:`tfmm.core.estimators` take the same ``bk``.
+      kind: "delta": each output row is a weight change per chunk, summing to 0 over assets (the
+        momentum family); "weight": each row is target weights (positive, summing to 1), mixed as
+        ``u = alpha a + (1 - alpha) r`` with ``alpha = sigmoid(logit_lambda_2)``, so ``parameters`` must
+        include "logit_lambda_2" (as min_variance).
+      defaults: name -> float, initial values for :meth:`Strategy.from_memory_days` of parameters it cannot
+        derive from human units; parameters named as in :data:`HUMAN_UNIT_PARAMETERS` (log_k,
+        logit_lambda, ...) get the built-ins' conversions (log_k = log2(k_per_day), logit_lambda =
+        logit(lambda(memory_days)), ...) and may not have defaults.
+      decay_parameters: parameters whose sigmoid is an EWMA decay per chunk: the specs check that
+        ``lambda = min(sigmoid(x), lambda(max_memory_days))`` is in (0, 1); the rule applies the cap itself
+        (:func:`tfmm.core.strategies.common.lambdas`). Default: those of "logit_lambda", "logit_lambda_2"
+        among ``parameters`` (but not a weight rule's mixing "logit_lambda_2"); ``()`` for none.
+      overwrite: replace a user strategy already registered under ``name`` (functions the backends
+        compiled for the old rule are dropped). A built-in is never replaced.
+      doc: a one-line description.
+
+    Returns the registered :class:`~tfmm.core.strategies.registry.StrategyRecord`. Raises ValueError for a
+    built-in or taken name, a bad ``kind`` or bad parameter names, TypeError for a non-callable ``rule``.
+    """
+    if kind not in USER_KINDS:
+        raise _fail("kind", kind, "one of " + ", ".join(map(repr, USER_KINDS))
+                    + " (constant weights: the built-in 'balancer')")
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite must be True or False, got {type(overwrite).__name__} {overwrite!r}")
+    if registry.is_registered(name) and registry.lookup(name).builtin:
+        raise ValueError(f"name={name!r} is invalid: {name!r} is a built-in strategy and cannot be replaced; "
+                         f"register the rule under another name")
+    defaults = {} if defaults is None else defaults
+    if not isinstance(defaults, Mapping):
+        raise TypeError(f"defaults must be a mapping of parameter name -> number, got {type(defaults).__name__}")
+    derived = [k for k in defaults if k in HUMAN_UNIT_PARAMETERS]
+    if derived:
+        raise ValueError(f"defaults[{derived[0]!r}] is invalid: Strategy.from_memory_days derives {derived[0]!r} "
+                         f"from human units (memory_days, k_per_day, exponent); allowed defaults for parameters "
+                         f"not in {list(HUMAN_UNIT_PARAMETERS)}")
+    record = StrategyRecord(
+        name, parameters, kind, rule,
+        decay_parameters=_default_decays(parameters, kind) if decay_parameters is None else decay_parameters,
+        defaults=defaults, doc=str(doc),
+    )
+    replaced = registry.is_registered(name)
+    registry.register(record, overwrite=overwrite)
+    if replaced:
+        _forget_compiled(name)
+    return record
+
+
+def _default_decays(parameters: Any, kind: str) -> tuple[str, ...]:
+    """logit_lambda and logit_lambda_2 among ``parameters`` (not a weight rule's mixing logit)."""
+    if isinstance(parameters, str) or not isinstance(parameters, Sequence):
+        return ()  # the record reports the bad parameters
+    mixing = (MIXING_PARAMETER,) if kind == "weight" else ()
+    return tuple(p for p in ("logit_lambda", "logit_lambda_2") if p in parameters and p not in mixing)
+
+
+def unregister_strategy(name: str) -> None:
+    """Remove a user strategy (and the functions the backends compiled for it); built-ins stay."""
+    registry.unregister(name)
+    _forget_compiled(name)
+
+
+def _forget_compiled(name: str) -> None:
+    """Drop the functions the loaded backends' engines compiled for strategy ``name``: their cache key
+    holds the strategy's name, not its rule, so a replaced rule would otherwise run the old one."""
+    from tfmm import backend as backend_module
+
+    for instance in list(backend_module._INSTANCES.values()):
+        cache = getattr(getattr(instance, "_engine", None), "_cache", None)
+        if isinstance(cache, dict):
+            for key in [k for k in cache if _key_mentions(k, name)]:
+                del cache[key]
+
+
+def _key_mentions(key: Any, name: str) -> bool:
+    parts = key if isinstance(key, tuple) else (key,)
+    return any(getattr(part, "strategy", None) == name for part in parts)
 
 
 @dataclass(frozen=True)
@@ -783,7 +895,8 @@ def load_config(path: str | Path, *, tables: tuple[str, ...] | None = None) -> d
 
 
 __all__ = [
-    "Pool", "Strategy", "Smoothing", "TrainConfig", "STRATEGY_PARAMETERS", "OBJECTIVES",
+    "Pool", "Strategy", "Smoothing", "TrainConfig", "STRATEGY_PARAMETERS", "DELTA_RULES", "WEIGHT_RULES",
+    "OBJECTIVES", "HUMAN_UNIT_PARAMETERS", "register_strategy", "unregister_strategy", "lambda_cap",
     "check_compatible", "check_keys", "check_parameters", "parameter_problems", "to_toml", "from_toml",
     "load_config",
 ]

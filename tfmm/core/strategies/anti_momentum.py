@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 from tfmm.core.strategies.common import centred
 from tfmm.core.strategies.momentum import momentum_signal
+from tfmm.core.strategies.registry import StrategyRecord
 
 
 def outputs(chunk_prices: Any, params: Mapping[str, Any], *, chunk_period: int, beta: float,
@@ -18,4 +19,11 @@ def outputs(chunk_prices: Any, params: Mapping[str, Any], *, chunk_period: int, 
     return -centred(k, g, bk)
 
 
-__all__ = ["outputs"]
+RECORD = StrategyRecord(
+    "anti_momentum", ("log_k", "logit_lambda"), "delta", outputs,
+    decay_parameters=("logit_lambda",),
+    scale_parameter="log_k",
+    builtin=True, doc="momentum with -k",
+)
+
+__all__ = ["outputs", "RECORD"]

@@ -16,11 +16,28 @@ import math
 from typing import Any, Mapping
 
 from tfmm.core.memory import MINUTES_PER_DAY
-from tfmm.specs import lambda_cap  # a Python float, shared with the parameter checks of the specs
 
 LN2 = math.log(2.0)
 
 
+def lambda_cap(chunk_period: int, max_memory_days: float) -> float:
+    """The largest decay allowed: lambda(max_memory_days) for chunks of ``chunk_period`` minutes.
+
+    Cardano's root (tfmm.core.memory) refined by Newton steps on ``y u^3 + u - 1 = 0``, ``u = 1 - lambda``,
+    ``y = (m 1440 / (2c))^3 / 6``: the two cube roots of Cardano's formula cancel for long memories in
+    short chunks (``1 - lambda`` off by 2e-6 relative at 365 days, c = 1); after refinement it is exact to
+    a few ulp. A Python float, shared with the parameter checks of the specs (``tfmm.specs.lambda_cap``).
+
+    Computed with ``math`` on Python floats, not numpy: inside ``torch.compile`` dynamo traces numpy calls
+    through ``torch._numpy``, whose ``cbrt`` of a negative number is NaN (every decay became NaN, silently).
+    """
+    y = (float(max_memory_days) * MINUTES_PER_DAY / (2.0 * chunk_period)) ** 3 / 6.0
+    p, q = 1.0 / y, -1.0 / y
+    root = math.sqrt(q * q / 4.0 + p ** 3 / 27.0)
+    u = math.cbrt(-q / 2.0 + root) + math.cbrt(-q / 2.0 - root)  # Cardano, as lambda_from_memory_days
+    for _ in range(3):
+        u -= (y * u ** 3 + u - 1.0) / (3.0 * y * u * u + 1.0)
+    return 1.0 - u
 
 
 def lambdas(logit_lambda: Any, chunk_period: int, max_memory_days: float, bk: Any) -> Any:

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from tfmm.core.estimators import ewma
 from tfmm.core.strategies.common import LN2, centred, lambdas, log_memory_days, param
+from tfmm.core.strategies.registry import StrategyRecord
 
 
 def outputs(chunk_prices: Any, params: Mapping[str, Any], *, chunk_period: int, beta: float,
@@ -27,4 +28,11 @@ def outputs(chunk_prices: Any, params: Mapping[str, Any], *, chunk_period: int, 
     return centred(k, 1.0 - e2 / e1, bk)
 
 
-__all__ = ["outputs"]
+RECORD = StrategyRecord(
+    "difference_momentum", ("log_k", "logit_lambda", "logit_lambda_2"), "delta", outputs,
+    decay_parameters=("logit_lambda", "logit_lambda_2"),
+    scale_parameter="log_k",
+    builtin=True, doc="s = 1 - e2 / e1 of two EWMAs, centred with k",
+)
+
+__all__ = ["outputs", "RECORD"]

@@ -17,6 +17,7 @@ from tfmm.core.strategies.common import (
     centred, exponent, lambdas, memory_days, param, signed_power, squareplus, k_from_log_k,
 )
 from tfmm.core.estimators import ewma_gradient
+from tfmm.core.strategies.registry import StrategyRecord
 
 CHANNEL_SCALE = 0.5415
 
@@ -42,4 +43,13 @@ def outputs(chunk_prices: Any, params: Mapping[str, Any], *, chunk_period: int, 
     return centred(k, channel_signal(g, amplitude, width, q, beta, bk), bk)
 
 
-__all__ = ["CHANNEL_SCALE", "channel_signal", "outputs"]
+RECORD = StrategyRecord(
+    "mean_reversion_channel", ("log_k", "logit_lambda", "raw_exponent", "sp_amplitude", "sp_width"), "delta",
+    outputs,
+    decay_parameters=("logit_lambda",),
+    scale_parameter="log_k",
+    squareplus_parameters=("raw_exponent", "sp_amplitude", "sp_width"),
+    builtin=True, doc="reverts inside a channel, follows the power-law trend outside",
+)
+
+__all__ = ["CHANNEL_SCALE", "channel_signal", "outputs", "RECORD"]

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from tfmm.core.estimators import return_variance
 from tfmm.core.strategies.common import lambdas, param
+from tfmm.core.strategies.registry import StrategyRecord
 
 VARIANCE_FLOOR = 1e-30
 
@@ -35,4 +36,10 @@ def outputs(chunk_prices: Any, params: Mapping[str, Any], *, chunk_period: int, 
     return inverse_variance_weights(return_variance(chunk_prices, lam, bk), bk)
 
 
-__all__ = ["VARIANCE_FLOOR", "inverse_variance_weights", "mixing_alpha", "outputs"]
+RECORD = StrategyRecord(
+    "min_variance", ("logit_lambda", "logit_lambda_2"), "weight", outputs,
+    decay_parameters=("logit_lambda",),
+    builtin=True, doc="r_i = (1 / sigma2_i) / sum_j (1 / sigma2_j)",
+)
+
+__all__ = ["VARIANCE_FLOOR", "inverse_variance_weights", "mixing_alpha", "outputs", "RECORD"]

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 from tfmm.core.estimators import ewma_gradient
 from tfmm.core.strategies.common import centred, k_from_log_k, lambdas, param
+from tfmm.core.strategies.registry import StrategyRecord
 
 
 def momentum_signal(chunk_prices: Any, params: Mapping[str, Any], *, chunk_period: int,
@@ -27,4 +28,11 @@ def outputs(chunk_prices: Any, params: Mapping[str, Any], *, chunk_period: int, 
     return centred(k, g, bk)
 
 
-__all__ = ["momentum_signal", "outputs"]
+RECORD = StrategyRecord(
+    "momentum", ("log_k", "logit_lambda"), "delta", outputs,
+    decay_parameters=("logit_lambda",),
+    scale_parameter="log_k",
+    builtin=True, doc="r = k (g - sum(k g) / sum(k)), g the EWMA gradient",
+)
+
+__all__ = ["momentum_signal", "outputs", "RECORD"]

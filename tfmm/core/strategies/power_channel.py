@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from tfmm.core.strategies.common import centred, exponent, param, signed_power
 from tfmm.core.strategies.momentum import momentum_signal
+from tfmm.core.strategies.registry import StrategyRecord
 
 
 def outputs(chunk_prices: Any, params: Mapping[str, Any], *, chunk_period: int, beta: float,
@@ -21,4 +22,12 @@ def outputs(chunk_prices: Any, params: Mapping[str, Any], *, chunk_period: int, 
     return centred(k, signed_power(g / (2.0 * beta), q, bk), bk)
 
 
-__all__ = ["outputs"]
+RECORD = StrategyRecord(
+    "power_channel", ("log_k", "logit_lambda", "raw_exponent"), "delta", outputs,
+    decay_parameters=("logit_lambda",),
+    scale_parameter="log_k",
+    squareplus_parameters=("raw_exponent",),
+    builtin=True, doc="s = sign(g) |g / (2 beta)|^q, centred with k",
+)
+
+__all__ = ["outputs", "RECORD"]
