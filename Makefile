@@ -31,6 +31,7 @@ parity: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-all
 	$(BIN)/python bench/bench_fee_path.py
+	$(BIN)/python bench/bench_backends.py
 	$(BIN)/python bench/bench_jax.py
 	$(BIN)/python bench/bench_reference.py
 
