@@ -126,6 +126,33 @@ def test_compiled_function_cached_across_calls(prices):
     assert len(engine._cache) == n_cached and fn._cache_size() == size
 
 
+def test_compiled_cache_is_bounded(prices):
+    """A sweep over many static configurations keeps at most ``cache_size`` compiled functions (least
+    recently used out) and still computes the same numbers after an eviction."""
+    from tfmm.api import make_request
+    from tfmm.engine import ArrayEngine, CompiledCache
+
+    engine = ArrayEngine(tfmm.get_backend("jax"), cache_size=2)
+    strategy = _strategy("momentum")
+    first = None
+    for length in (DAY // 4, DAY // 3, DAY // 2, DAY // 4):
+        sim = engine.simulate(make_request(prices, strategy, POOL, start=0, length=length))
+        first = sim.values if first is None else first
+        assert len(engine._cache) <= 2
+    assert engine._cache.evictions == 2  # the fourth call rebuilt the evicted first length
+    np.testing.assert_array_equal(np.asarray(sim.values), np.asarray(first))
+    cache = CompiledCache(maxsize=1)
+    cache.get("a", lambda: len)
+    cache.get("b", lambda: len)
+    assert "a" not in cache and "b" in cache and cache.forget(lambda k: k == "b") == 1 and len(cache) == 0
+    with pytest.raises(ValueError, match="TFMM_COMPILED_CACHE_SIZE"):
+        import os
+        from unittest import mock
+
+        with mock.patch.dict(os.environ, {"TFMM_COMPILED_CACHE_SIZE": "0"}):
+            CompiledCache()
+
+
 def test_zero_fee_equals_tiny_fee_limit(prices):
     strategy = _strategy("momentum")
     zero = tfmm.simulate(prices, strategy, tfmm.Pool(fee=0.0, chunk_period=60, max_change=2e-3), start=0, length=DAY)

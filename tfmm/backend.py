@@ -119,6 +119,11 @@ def use(name: str, **options: Any) -> _UseContext:
     return _UseContext(_current.set((name, key)))
 
 
+def loaded_backends() -> list[Any]:
+    """The backend instances made so far in this process (one per name and set of options)."""
+    return list(_INSTANCES.values())
+
+
 def default_backend_name() -> str:
     """The first of jax, reference whose dependencies are installed."""
     available = available_backends()

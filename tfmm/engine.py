@@ -8,6 +8,8 @@ the caller did not ask for are squeezed away. Compiled functions are cached per 
 
 from __future__ import annotations
 
+import os
+from collections import OrderedDict
 from typing import Any, Callable
 
 import numpy as np
@@ -34,12 +36,74 @@ def bout_config(request: SimulationRequest, checkpoint_every: int | None = 4096)
     )
 
 
+def default_cache_size() -> int:
+    """Bound of each engine's cache of compiled functions: ``TFMM_COMPILED_CACHE_SIZE`` (default 64)."""
+    raw = os.environ.get("TFMM_COMPILED_CACHE_SIZE", "64")
+    try:
+        size = int(raw)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise ValueError(f"TFMM_COMPILED_CACHE_SIZE={raw!r} is invalid: allowed an integer >= 1")
+    return size
+
+
+class CompiledCache:
+    """Compiled functions by static key, least recently used first out beyond ``maxsize``: a process that
+    sweeps many configurations (bout lengths, strategies, modes) keeps at most ``maxsize`` of them alive, and
+    each evicted function's compiled code is freed with it."""
+
+    def __init__(self, maxsize: int | None = None) -> None:
+        self.maxsize = default_cache_size() if maxsize is None else int(maxsize)
+        self._entries: OrderedDict[Any, Callable] = OrderedDict()
+        self.evictions = 0
+
+    def get(self, key: Any, build: Callable[[], Callable]) -> Callable:
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        fn = self._entries[key] = build()
+        while len(self._entries) > self.maxsize:
+            self._entries.popitem(last=False)
+            self.evictions += 1
+        return fn
+
+    def forget(self, predicate: Callable[[Any], bool]) -> int:
+        """Drop the entries whose key satisfies ``predicate``; returns how many."""
+        keys = [k for k in self._entries if predicate(k)]
+        for k in keys:
+            del self._entries[k]
+        return len(keys)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def items(self) -> list[tuple[Any, Callable]]:
+        return list(self._entries.items())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._entries
+
+
+def mentions_strategy(key: Any, name: str) -> bool:
+    """Whether a cache key holds a :class:`BoutConfig` of strategy ``name``."""
+    parts = key if isinstance(key, tuple) else (key,)
+    return any(getattr(part, "strategy", None) == name for part in parts)
+
+
 class ArrayEngine:
     """simulate / value_and_grad / metrics for a backend that supplies xp, jit, vmap and autodiff."""
 
-    def __init__(self, bk: Any) -> None:
+    def __init__(self, bk: Any, cache_size: int | None = None) -> None:
         self.bk = bk
-        self._cache: dict[Any, Callable] = {}
+        self._cache = CompiledCache(cache_size)
+
+    def forget_strategy(self, name: str) -> int:
+        """Drop the compiled functions of strategy ``name`` (its rule was replaced or unregistered)."""
+        return self._cache.forget(lambda key: mentions_strategy(key, name))
 
     # -- inputs ------------------------------------------------------------------------------------
     def inputs(self, request: SimulationRequest) -> dict[str, Any]:
@@ -82,9 +146,7 @@ class ArrayEngine:
         return bk.vmap(per_set, in_axes=(0, None, None, None, None, None, None, None))
 
     def _compiled(self, key: Any, build: Callable[[], Callable]) -> Callable:
-        if key not in self._cache:
-            self._cache[key] = build()
-        return self._cache[key]
+        return self._cache.get(key, build)
 
     def simulate_fn(self, cfg: BoutConfig) -> Callable:
         return self._compiled(("simulate", cfg), lambda: self.bk.jit(self.batched_simulator(cfg)))
@@ -263,6 +325,11 @@ class EngineBackend:
             alpha = xp.zeros_like(outputs[0])
         settings = WeightPathSettings(kind, w_min, w_max, max_change, interpolation_period, smooth, temperature)
         return self.weight_kernel(settings)(xp.asarray(w_init, dtype=dt), outputs, alpha)
+
+    def forget_strategy(self, name: str) -> int:
+        """Drop this backend's compiled functions of strategy ``name`` (none if nothing was compiled)."""
+        engine = getattr(self, "_engine", None)
+        return 0 if engine is None else engine.forget_strategy(name)
 
     @property
     def engine(self) -> ArrayEngine:

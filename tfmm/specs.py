@@ -599,18 +599,12 @@ def unregister_strategy(name: str) -> None:
 def _forget_compiled(name: str) -> None:
     """Drop the functions the loaded backends' engines compiled for strategy ``name``: their cache key
     holds the strategy's name, not its rule, so a replaced rule would otherwise run the old one."""
-    from tfmm import backend as backend_module
+    from tfmm.backend import loaded_backends
 
-    for instance in list(backend_module._INSTANCES.values()):
-        cache = getattr(getattr(instance, "_engine", None), "_cache", None)
-        if isinstance(cache, dict):
-            for key in [k for k in cache if _key_mentions(k, name)]:
-                del cache[key]
-
-
-def _key_mentions(key: Any, name: str) -> bool:
-    parts = key if isinstance(key, tuple) else (key,)
-    return any(getattr(part, "strategy", None) == name for part in parts)
+    for instance in loaded_backends():
+        forget = getattr(instance, "forget_strategy", None)
+        if forget is not None:
+            forget(name)
 
 
 @dataclass(frozen=True)
@@ -667,7 +661,9 @@ class TrainConfig:
     burn_in: minutes before the first training row that only warm the estimators (None -> about three
     memory lengths of the initial strategy, at most a quarter of the data); bout_length: minutes;
     batch_size: bouts per step; n_sets: parameter sets trained in parallel; clip_norm: global-norm
-    clipping (None disables it); plateau_*: learning-rate reduction on a plateau of the training objective.
+    clipping (None disables it); plateau_*: learning-rate reduction on a plateau of the training objective;
+    probe_size: training bouts of the fixed probe batch (drawn once from the seed) whose objective is logged
+    for every parameter set every ``eval_every`` steps (None -> ``batch_size``; 0 turns the probe off).
     """
 
     objective: str = "daily_log_sharpe"
@@ -691,6 +687,7 @@ class TrainConfig:
     smoothing: Smoothing = field(default_factory=Smoothing)
     sampling: str = "uniform"
     eval_every: int = 10
+    probe_size: int | None = None
     patience: int | None = None
     nan_policy: str = "raise"
     checkpoint_every: int = 50
@@ -734,6 +731,8 @@ class TrainConfig:
             raise TypeError(f"smoothing must be a tfmm.Smoothing, got {type(self.smoothing).__name__}")
         _choice("sampling", self.sampling, SAMPLINGS)
         _integer("eval_every", self.eval_every, 1)
+        if self.probe_size is not None:
+            _integer("probe_size", self.probe_size, 0)
         if self.patience is not None:
             _integer("patience", self.patience, 1)
         _choice("nan_policy", self.nan_policy, NAN_POLICIES)
