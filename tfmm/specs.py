@@ -26,6 +26,7 @@ from tfmm.core.memory import (
     log_k_from_k_per_day,
     logit_lambda_from_memory_days,
 )
+from tfmm.core import objectives as core_objectives, weights as core_weights
 from tfmm.core.strategies import registry
 from tfmm.core.strategies.common import lambda_cap
 from tfmm.core.strategies.registry import MIXING_PARAMETER, LiveMapping, LiveNames, StrategyRecord
@@ -45,11 +46,8 @@ WEIGHT_RULES: Sequence[str] = LiveNames(lambda: registry.names_of_kind("weight")
 # parameters whose sigmoid is an EWMA decay (capped at lambda(max_memory_days)), per strategy
 EWMA_LOGITS: Mapping[str, tuple[str, ...]] = LiveMapping(
     lambda: {name: registry.lookup(name).decay_parameters for name in registry.names()})
-OBJECTIVES = (
-    "daily_log_sharpe", "daily_sharpe", "sharpe", "returns", "annualised_returns",
-    "returns_over_hodl", "returns_over_uniform_hodl", "max_drawdown", "calmar",
-)
-INTERPOLATIONS = ("linear", "approx_optimal")
+OBJECTIVES = core_objectives.OBJECTIVES  # defined with the math, once
+INTERPOLATIONS = core_weights.INTERPOLATIONS
 SIGNATURE_SETS = ("auto", "all", "pairwise")
 SELECTIONS = ("softmax", "straight_through", "hard")
 MODES = ("exact", "smooth")

@@ -33,7 +33,6 @@ import math
 from typing import Any, Callable
 
 from tfmm.core.memory import MINUTES_PER_DAY, MINUTES_PER_YEAR, DAYS_PER_YEAR
-from tfmm.specs import OBJECTIVES
 
 EPS = 1e-8
 
@@ -130,7 +129,7 @@ _OBJECTIVES: dict[str, Callable[..., Any]] = {
     "max_drawdown": lambda v, r0, p, bk, eps: max_drawdown(v, bk),
     "calmar": lambda v, r0, p, bk, eps: calmar(v, bk, eps),
 }
-assert set(_OBJECTIVES) == set(OBJECTIVES)
+OBJECTIVES: tuple[str, ...] = tuple(_OBJECTIVES)  # the objectives that exist (tfmm.specs validates against it)
 
 
 def objective(name: str, values: Any, reserves0: Any, prices: Any, bk: Any, eps: float = EPS) -> Any:
@@ -141,7 +140,7 @@ def objective(name: str, values: Any, reserves0: Any, prices: Any, bk: Any, eps:
 
 
 def all_objectives(values: Any, reserves0: Any, prices: Any, bk: Any, eps: float = EPS) -> dict[str, Any]:
-    """Every objective in tfmm.specs.OBJECTIVES; NaN for those the bout is too short for (see module doc)."""
+    """Every objective in OBJECTIVES; NaN for those the bout is too short for (see module doc)."""
     xp = bk.xp
     t = values.shape[0]
     short = {name for name in OBJECTIVES if name.startswith("daily")} if _n_daily_returns(t) < 2 else set()

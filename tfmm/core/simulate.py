@@ -17,11 +17,20 @@ Everything here is traceable (jit/vmap) given a static :class:`BoutConfig`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from tfmm.core import g3m, weights as weights_mod
 from tfmm.core.strategies import rule_outputs
-from tfmm.specs import Smoothing
+
+
+class Temperatures(Protocol):
+    """What the core reads of ``tfmm.Smoothing`` (the validated spec): smooth mode's temperatures."""
+
+    gate_temperature: float
+    selection_temperature: float
+    selection: str
+    abs_epsilon: float
+    weight_temperature: float
 
 
 @dataclass(frozen=True)
@@ -41,7 +50,7 @@ class BoutConfig:
     initial_value: float
     signatures: tuple[tuple[int, ...], ...]
     smooth: bool
-    smoothing: Smoothing
+    smoothing: Temperatures
     has_fees: bool
     beta: float
     max_memory_days: float
