@@ -110,6 +110,34 @@ def _select_single(args: tuple, in_axes: Any) -> list | None:
 from tfmm.engine import EngineBackend, check_fee_path  # noqa: E402
 
 
+class TorchNamespace:
+    """The Array API namespace of ``array_api_compat`` for torch, with two functions replaced:
+
+    - ``asarray`` of a tensor converts it with ``Tensor.to`` (``clone`` for ``copy=True``), keeping it in the
+      autograd graph, as JAX's ``asarray`` does with a tracer; ``torch.asarray`` would warn on every such call
+      that its ``requires_grad`` default changed;
+    - ``sign`` is ``where(isnan(x), x, sign(x))`` (array_api_compat writes NaN into its result in place, which
+      ``torch.func.vmap`` refuses for a batched input)."""
+
+    def __init__(self, base: Any) -> None:
+        self._base = base
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)
+
+    def asarray(self, obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | None = None,
+                **kwargs: Any) -> torch.Tensor:
+        if isinstance(obj, torch.Tensor) and not kwargs:
+            out = obj.to(dtype=dtype if dtype is not None else obj.dtype, device=device if device is not None else obj.device)
+            return out.clone() if copy and out is obj else out
+        return self._base.asarray(obj, dtype=dtype, device=device, copy=copy, **kwargs)
+
+    def sign(self, x: torch.Tensor, /) -> torch.Tensor:
+        if x.dtype.is_floating_point:
+            return torch.where(torch.isnan(x), x, torch.sign(x))
+        return self._base.sign(x)
+
+
 class TorchBackend(EngineBackend):
     """Machinery only: namespace, control flow, autodiff and conversion; no simulation math.
 
@@ -118,7 +146,7 @@ class TorchBackend(EngineBackend):
     """
 
     name = "torch"
-    xp = array_api_compat.array_namespace(torch.empty(0))
+    xp = TorchNamespace(array_api_compat.array_namespace(torch.empty(0)))
 
     # the estimators' affine recurrences as log2(M) rounds of tensor ops instead of an M-step Python loop
     affine_scan_method = "associative"
