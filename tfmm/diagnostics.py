@@ -34,25 +34,40 @@ def phase_margins(reserves: Any, weights_prev: Any, weights: Any, prices: Any, f
     margins (best minus second-best valid profit, +inf with fewer than two valid candidates) and whether the
     phase had a non-zero valid candidate, each of shape (2,) for (Phase A, Phase B).
     """
-    from tfmm.core.g3m import candidate_trades, gate_margin, selection_weights
-
     xp = bk.xp
-    gamma = 1.0 - fee
+    zero_fee = fee == 0.0
+    # at a minute without a fee the pool executes the single zero-fee trade (math.md 2.5): every asset
+    # active, no fee, i.e. the all-(+1) signature at gamma = 1; compared against itself it has no rival
+    no_fee_row = np.ones((1, signatures.shape[1]), dtype=signatures.dtype)
     out = {"gate": [], "selection": [], "active": []}
     r = reserves
     for w in (weights_prev, weights):
-        deltas, profits, valid = candidate_trades(r, w, prices, gamma, signatures, bk)
-        onehot = selection_weights(profits, valid, False, None, bk)  # exact: first maximum among valid
-        best = xp.sum(onehot * profits)
-        second = xp.max(bk.where((onehot > 0) | ~valid, -xp.inf, profits))
-        trade = onehot @ deltas
-        margin = gate_margin(best, trade, prices, gas, arb_fee, None, bk)
-        executed = xp.any(valid) & (margin >= 0)
+        with_fee = _best_candidate(r, w, prices, 1.0 - fee, signatures, gas, arb_fee, bk)
+        without = _best_candidate(r, w, prices, 1.0, no_fee_row, gas, arb_fee, bk)
+        margin, selection, active, executed, trade = (bk.where(zero_fee, b, a) for a, b in zip(with_fee, without))
         out["gate"].append(margin)
-        out["selection"].append(best - second)
-        out["active"].append(xp.any(valid & (xp.sum(xp.abs(deltas), axis=-1) > 0)))
+        out["selection"].append(selection)
+        out["active"].append(active)
         r = r + bk.where(executed, trade, xp.zeros_like(trade))
     return {k: xp.stack(v) for k, v in out.items()}
+
+
+def _best_candidate(r: Any, w: Any, prices: Any, gamma: Any, signatures: np.ndarray, gas: Any, arb_fee: Any,
+                    bk: Any) -> tuple[Any, Any, Any, Any, Any]:
+    """(gate margin USD, best minus second-best valid profit USD, any non-zero valid candidate, executed,
+    the executed trade) of one phase over the candidates of ``signatures`` at ``gamma`` (exact mode)."""
+    from tfmm.core.g3m import candidate_trades, gate_margin, selection_weights
+
+    xp = bk.xp
+    deltas, profits, valid = candidate_trades(r, w, prices, gamma, signatures, bk)
+    onehot = selection_weights(profits, valid, False, None, bk)  # exact: first maximum among valid
+    best = xp.sum(onehot * profits)
+    second = xp.max(bk.where((onehot > 0) | ~valid, -xp.inf, profits))
+    trade = onehot @ deltas
+    margin = gate_margin(best, trade, prices, gas, arb_fee, None, bk)
+    executed = xp.any(valid) & (margin >= 0)
+    active = xp.any(valid & (xp.sum(xp.abs(deltas), axis=-1) > 0))
+    return margin, best - second, active, executed, trade
 
 
 def boundary_statistics(prices: Any, strategy: Strategy, pool: Pool, start: int = 0, length: int | None = None,
