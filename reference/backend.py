@@ -97,7 +97,7 @@ class ReferenceBackend:
         )
 
     def metrics(self, sim: Simulation) -> dict[str, Any]:
-        """Every objective of MATH.md section 6 per bout: name -> float, or an array with the
+        """Every objective of docs/math.md section 6 per bout: name -> float, or an array with the
         simulation's leading axes when batched. ``R_0`` is ``reserves[..., 0, :]``."""
         sim = sim.to_numpy()
         values = np.asarray(sim.values, dtype=np.float64)

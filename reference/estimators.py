@@ -1,4 +1,4 @@
-"""Reference estimators on chunk prices (MATH.md section 4): plain Numba loops, float64.
+"""Reference estimators on chunk prices (docs/math.md section 4): plain Numba loops, float64.
 
 ``x`` is an array of chunk prices ``pbar_0..pbar_{M-1}`` of shape (M, n) (USD); ``lam`` holds one
 decay per asset, per chunk step, shape (n,). Every recurrence is initialised on row 0.
@@ -10,7 +10,7 @@ decay per asset, per chunk step, shape (n,). Every recurrence is initialised on 
   return ``d = rho - e; e += (1 - lam) d; v = lam v + d (lam d)``; output ``sigma2 = (1 - lam) v``.
   Output row ``m`` has seen returns ``0..m`` (prices ``0..m+1``), so row 0 is 0.
 
-The optional alternative gradient denominator of MATH.md section 4 is not part of the reference.
+The optional alternative gradient denominator of docs/math.md section 4 is not part of the reference.
 """
 
 from __future__ import annotations

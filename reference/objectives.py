@@ -1,4 +1,4 @@
-"""Reference objectives (MATH.md section 6): plain Numba loops, float64, all to be maximised.
+"""Reference objectives (docs/math.md section 6): plain Numba loops, float64, all to be maximised.
 
 ``values`` V (T,) USD, one row per minute of a bout of length ``B = T + 1``; ``reserves0`` R_0 (n,);
 ``prices`` P (T, n) USD. Daily samples are ``V[::1440]``; variances are population variances.
@@ -13,7 +13,7 @@
 - max_drawdown: ``min_t (V_t - max_{u<=t} V_u) / max_{u<=t} V_u`` (<= 0);
 - calmar: ``annualised_returns / max(-max_drawdown, eps)``.
 
-Decisions where MATH.md is silent:
+Decisions where docs/math.md is silent:
 - the daily objectives need at least 2 daily returns (``T >= 2881``), else a ``ValueError`` naming the bout
   length ``T + 1``; ``sharpe`` needs ``T >= 2`` rows, else a ``ValueError`` likewise. ``all_objectives``
   reports such objectives as NaN so that a short bout still gets every other number;
@@ -91,7 +91,7 @@ def _annualised_returns(values: np.ndarray) -> float:
 
 
 def objective(name: str, values, reserves0=None, prices=None, eps: float = 1e-8) -> float:
-    """One objective of MATH.md section 6 (see the module docstring); ``reserves0`` and ``prices`` are
+    """One objective of docs/math.md section 6 (see the module docstring); ``reserves0`` and ``prices`` are
     needed by the hodl benchmarks only."""
     if name not in OBJECTIVES:
         raise ValueError(f"objective={name!r} is invalid: allowed one of {', '.join(OBJECTIVES)}")
@@ -132,7 +132,7 @@ def objective(name: str, values, reserves0=None, prices=None, eps: float = 1e-8)
 
 
 def all_objectives(values, reserves0, prices, eps: float = 1e-8) -> dict[str, float]:
-    """Every objective of MATH.md section 6, name -> float; NaN for the daily ones with fewer than 2 daily
+    """Every objective of docs/math.md section 6, name -> float; NaN for the daily ones with fewer than 2 daily
     returns and for ``sharpe`` with fewer than 2 rows."""
     t = np.shape(values)[0]
     out: dict[str, float] = {}

@@ -1,21 +1,21 @@
-"""Reference G3M pool with per-minute arbitrage (MATH.md section 2; smooth mode: docs/smooth_mode.md).
+"""Reference G3M pool with per-minute arbitrage (docs/math.md section 2; smooth mode: docs/smooth_mode.md).
 
 Plain ``numba.njit`` loops over time, assets and candidate signatures, in float64, meant to be read
 line by line against the specification. Units: reserves in tokens, prices in USD per token, trades
 in tokens (> 0 flows into the pool), profits, gas and fees in USD.
 
-Layout: :func:`_candidate_into` is MATH 2.3 for one signature, :func:`_phase` is one arbitrage phase
-(MATH 2.4 selection and the 2.5 gate, exact or smooth), :func:`_simulate_kernel` is the scan over
+Layout: :func:`_candidate_into` is math.md 2.3 for one signature, :func:`_phase` is one arbitrage phase
+(math.md 2.4 selection and the 2.5 gate, exact or smooth), :func:`_simulate_kernel` is the scan over
 minutes (Phase A then Phase B). Quantities that do not depend on reserves (logs and reciprocals of
 prices and weights, the active weight sums of every signature) are computed once per minute or per
-weights row, as MATH 2.5 allows. The scan is compiled without reference counting (its buffers come from
+weights row, as math.md 2.5 allows. The scan is compiled without reference counting (its buffers come from
 the caller), which makes it about twice as fast; the arithmetic is unchanged by that.
 
-Decisions where MATH.md is silent or leaves a choice:
+Decisions where docs/math.md is silent or leaves a choice:
 
-- ``K_A`` and the price factor of MATH 2.3 are one product of powers, evaluated as one ``exp``:
+- ``K_A`` and the price factor of math.md 2.3 are one product of powers, evaluated as one ``exp``:
   ``K_A prod_j (p_j / (g_j wh_j))^{wh_j} = exp(sum_{j in A} wh_j (log R_j + log p_j - log g_j - log wh_j))``.
-- Validity (MATH 2.3) is decided in the log domain over the active assets,
+- Validity (math.md 2.3) is decided in the log domain over the active assets,
   ``sum_{i in A} w_i (log(R_i + gamma^{1[D_i > 0]} D_i) - log R_i) >= log(1 - 1e-9)``, which is
   ``K(R + gamma^{1[D>0]} D) >= K(R) (1 - 1e-9)`` (inactive assets have ``D_i = 0`` and cancel). The
   logarithms are skipped when the bound ``log(1 + x) <= x`` already puts the change below the threshold
@@ -28,8 +28,8 @@ Decisions where MATH.md is silent or leaves a choice:
   again, so the results are identical to running it. After an executed Phase A it always runs: even with
   unchanged weights it can execute, in smooth mode the rest of a partially gated trade and in both modes
   a tiny trade that the 1e-9 validity tolerance accepts (a wrong-direction candidate next to the edge of
-  the no-arbitrage band, where Phase A leaves the pool). MATH 2.6's "Phase A only" for the balancer is
-  therefore not applied literally: it would differ from MATH 2.5 by those tiny trades (about 1e-7
+  the no-arbitrage band, where Phase A leaves the pool). math.md 2.6's "Phase A only" for the balancer is
+  therefore not applied literally: it would differ from math.md 2.5 by those tiny trades (about 1e-7
   relative, in rare minutes).
 - Exact-mode ties in profit go to the lowest candidate index; an invalid candidate is the zero trade
   with profit 0 and takes part in the argmax (and in the smooth softmax, as docs/smooth_mode.md says).
@@ -75,7 +75,7 @@ def signature_matrix(n: int, kind: str) -> np.ndarray:
     return np.array(rows, dtype=np.int64)
 
 
-# --- quantities that do not depend on reserves (MATH 2.5, last item) --------------------------------
+# --- quantities that do not depend on reserves (math.md 2.5, last item) --------------------------------
 
 @_jit_inline
 def _weights_row(w, signatures, log_w, inv_w_active, log_w_active):
@@ -99,7 +99,7 @@ def _logs_and_inverses(x, log_x, inv_x):
         inv_x[i] = 1.0 / x[i]
 
 
-# --- one candidate (MATH 2.3) -----------------------------------------------------------------------
+# --- one candidate (math.md 2.3) -----------------------------------------------------------------------
 
 @_jit_inline
 def _invariant_change(R, log_R, w, gamma, sigma, trade):
@@ -195,7 +195,7 @@ def _zero_fee_trade_into(R, log_R, w, log_w, p, log_p, inv_p, out):
     return profit
 
 
-# --- one phase (MATH 2.4, 2.5) -----------------------------------------------------------------------
+# --- one phase (math.md 2.4, 2.5) -----------------------------------------------------------------------
 
 @_jit_inline
 def _sigmoid(x):
@@ -227,7 +227,7 @@ def _phase(R, log_R, inv_R, w, log_w, inv_w_active, log_w_active, p, log_p, inv_
            trade):
     """One arbitrage phase at weights ``w`` and prices ``p``; updates ``R`` in place.
 
-    Candidates: the zero-fee trade when fee == 0, else one per signature (MATH 2.3).
+    Candidates: the zero-fee trade when fee == 0, else one per signature (math.md 2.3).
     Exact: the best candidate (lowest index on ties), executed iff
     profit - gas >= 0.5 arb_fee sum_i |Delta_i| p_i.
     Smooth (docs/smooth_mode.md, forward values): softmax mixture q = softmax(profit / tau_sel), or the
@@ -282,7 +282,7 @@ def _phase(R, log_R, inv_R, w, log_w, inv_w_active, log_w_active, p, log_p, inv_
     return fee_usd, moved
 
 
-# --- the scan over minutes (MATH 2.5) ----------------------------------------------------------------
+# --- the scan over minutes (math.md 2.5) ----------------------------------------------------------------
 
 @_jit_inline
 def _copy(src, dst):
@@ -297,7 +297,7 @@ def _simulate_kernel(r0, weights, prices, fee, gas, arb_fee, signatures, smooth,
 
     ``work`` (13, max(n, n_candidates)) and ``cands`` (n_candidates, n) are scratch space. Compiled
     without reference counting: the helpers take array views, whose counting would otherwise cost
-    more than the arithmetic. What does not depend on reserves is computed once (MATH 2.5): logs and
+    more than the arithmetic. What does not depend on reserves is computed once (math.md 2.5): logs and
     reciprocals of prices per minute, of weights per weights row (Phase A of minute t reuses Phase B's
     row of minute t - 1), log gamma when the fee changes; logs and reciprocals of reserves after they move.
     """
@@ -382,7 +382,7 @@ def simulate_reserves(
     selection_temperature: float = 1.0,
     abs_epsilon: float = 1e-6,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Reserves of a pool arbitraged every minute (MATH 2.5), exact or smooth.
+    """Reserves of a pool arbitraged every minute (math.md 2.5), exact or smooth.
 
     r0: (n,) tokens; weights, prices: (T, n) aligned rows; fee, gas (USD), arb_fee: scalars or (T,).
     Row 0 is ``r0`` (no trade, no fee); for t >= 1, Phase A (weights w_{t-1}, prices P_t) then Phase B
@@ -415,7 +415,7 @@ def simulate_reserves(
 # --- single steps and closed forms (for tests and readers) ------------------------------------------
 
 def candidate_trade(R, w, p, gamma: float, sigma) -> tuple[np.ndarray, float, bool]:
-    """The candidate trade of one signature (MATH 2.3): (Delta (n,) tokens, profit USD, valid).
+    """The candidate trade of one signature (math.md 2.3): (Delta (n,) tokens, profit USD, valid).
 
     An invalid candidate is returned as the zero trade with profit 0.
     """
@@ -444,7 +444,7 @@ def _phase_kernel(R, w, p, fee, gas, arb_fee, signatures, smooth, selection, gat
 def arbitrage_step(R, w, p, fee: float, gas: float = 0.0, arb_fee: float = 0.0, signatures=None,
                    smooth: bool = False, selection: str = "softmax", gate_temperature: float = 1.0,
                    selection_temperature: float = 1.0, abs_epsilon: float = 1e-6) -> tuple[np.ndarray, float]:
-    """One arbitrage phase (MATH 2.4, 2.5) from reserves ``R`` at weights ``w``, prices ``p``.
+    """One arbitrage phase (math.md 2.4, 2.5) from reserves ``R`` at weights ``w``, prices ``p``.
 
     Returns (executed trade (n,) tokens, USD fee collected); ``signatures`` defaults to
     ``signature_matrix(n, "all")``.
@@ -478,7 +478,7 @@ def _zero_fee_kernel(r0, weights, prices):
 
 
 def zero_fee_closed_form(r0, weights, prices) -> np.ndarray:
-    """Zero-fee reserves (MATH 2.2): R_t = R_{t-1} rho_p rho_w, a plain loop over minutes.
+    """Zero-fee reserves (math.md 2.2): R_t = R_{t-1} rho_p rho_w, a plain loop over minutes.
 
     rho_p_i = exp(sum_j w'_j log x_j) / x_i with x = P_t / P_{t-1}, w' = w_{t-1};
     rho_w_i = y_i / exp(sum_j w_j log y_j) with y = w_t / w_{t-1}, w = w_t. Returns (T, n).
@@ -492,7 +492,7 @@ def zero_fee_closed_form(r0, weights, prices) -> np.ndarray:
 
 
 def hodl_reserves(r0, n_rows: int) -> np.ndarray:
-    """HODL baseline (MATH 2.6): R_t = R_0 for every row; (n_rows, n)."""
+    """HODL baseline (math.md 2.6): R_t = R_0 for every row; (n_rows, n)."""
     return np.tile(np.asarray(r0, dtype=np.float64), (n_rows, 1))
 
 

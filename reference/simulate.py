@@ -1,4 +1,4 @@
-"""One bout of a TFMM pool composed from the reference pieces (MATH.md sections 1-3), in float64.
+"""One bout of a TFMM pool composed from the reference pieces (docs/math.md sections 1-3), in float64.
 
 For a bout with start ``s`` and length ``B`` (``T_out = B - 1`` rows), chunk period ``c`` and
 interpolation period ``I``:
@@ -15,7 +15,7 @@ interpolation period ``I``:
 5. values ``V_t = sum_i R_{t,i} P_{t,i}`` (USD).
 
 The smooth mode's temperatures come from ``request.smoothing`` (docs/smooth_mode.md). A pool with no fee,
-gas or arbitrage cost at any minute has no gate to smooth: its reserves are the closed form of MATH 2.2
+gas or arbitrage cost at any minute has no gate to smooth: its reserves are the closed form of math.md 2.2
 in both modes (:func:`tfmm.reference.pool.zero_fee_closed_form`, a plain loop). Otherwise minutes with a
 zero fee take the zero-fee trade through the gate (docs/smooth_mode.md).
 """
@@ -65,7 +65,7 @@ def rule_outputs_for(request: SimulationRequest, params: Mapping[str, Any] | Non
 
 def bout_weights(request: SimulationRequest, start: int, params: Mapping[str, Any] | None,
                  outputs: np.ndarray | None = None) -> np.ndarray:
-    """(B - 1, n) per-minute weights of the bout starting at row ``start`` (MATH 3.1-3.3)."""
+    """(B - 1, n) per-minute weights of the bout starting at row ``start`` (math.md 3.1-3.3)."""
     strategy, pool = request.strategy, request.pool
     n, n_out = request.n_assets, request.n_out
     w_init = np.asarray(strategy.initial_weights, dtype=np.float64)

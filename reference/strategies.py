@@ -1,4 +1,4 @@
-"""Reference strategy rules (MATH.md section 5): chunk prices -> rule outputs, plain Numba loops, float64.
+"""Reference strategy rules (docs/math.md section 5): chunk prices -> rule outputs, plain Numba loops, float64.
 
 A rule maps chunk prices ``pbar_0..pbar_{M-1}`` (shape (M, n), USD) to ``M - 1`` outputs; output
 ``r_m`` uses ``pbar_0..pbar_{m+1}`` only (the estimators start on ``pbar_0``), so row ``m`` of every
@@ -20,7 +20,7 @@ with ``c`` the chunk period in minutes; ``k = 2^log_k m(lambda)``; ``sp(x) = (x 
   ``(1/sigma2_i) / sum_j (1/sigma2_j)`` whenever every ``sigma2 > 1e-30`` and uniform when all are 0
   (docs/smooth_mode.md). Its mixing ``alpha = sigmoid(logit_lambda_2)`` belongs to the coarse recursion.
 
-Decisions where MATH.md is silent:
+Decisions where docs/math.md is silent:
 - when ``sum(k) == 0`` (every ``k_i`` underflowed to 0) a delta rule outputs zeros instead of 0/0;
 - ``lambda(m)`` uses Cardano's formula in the form ``u = C - p / (3 C)``,
   ``C = cbrt(-q/2 + sqrt(q^2/4 + p^3/27))`` (no cancellation between two cube roots for long memories),

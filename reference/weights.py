@@ -1,4 +1,4 @@
-"""Reference weight schedule (MATH.md sections 3.2-3.4, docs/smooth_mode.md): plain Numba loops, float64.
+"""Reference weight schedule (docs/math.md sections 3.2-3.4, docs/smooth_mode.md): plain Numba loops, float64.
 
 Coarse recursion, per chunk ``k`` with carry ``a`` (the weights actually reached, starting at ``w_init``):
 1. delta rule ``u = a + r_k``; weight rule ``u = alpha a + (1 - alpha) r_k``;
@@ -29,7 +29,7 @@ Notes:
 - Smooth guardrail membership: docs/smooth_mode.md recomputes ``m_i = sigmoid((lo - u_i) / tau)`` in
   every pass. An entry pinned by one pass sits exactly at ``lo`` in the next, where that gives
   ``m_i = 1/2`` at every temperature, so wherever the exact map needs a second pass the smooth map does
-  not converge to it as ``tau -> 0``, against MATH.md 3.4 (e.g. ``(.59, .59, .11, -.30)`` with
+  not converge to it as ``tau -> 0``, against docs/math.md 3.4 (e.g. ``(.59, .59, .11, -.30)`` with
   ``lo = .09375`` keeps a gap of 2.6e-6 for every ``tau <= 1e-6``). The reference therefore uses the
   soft OR above, as tfmm.core does: it equals the recomputed indicator in exact mode (a pinned entry is
   exactly ``lo``, so ``x <= lo`` holds again) and makes the smooth map converge.
@@ -188,7 +188,7 @@ def _check_temperature(smooth: bool, temperature: float) -> None:
 
 
 def guardrail(u, w_min: float, w_max: float, smooth: bool = False, temperature: float = 1e-4) -> np.ndarray:
-    """Weights (n,) summing to 1 within ``[w_min, w_max]`` (exact) or the smooth map (MATH 3.2 step 3)."""
+    """Weights (n,) summing to 1 within ``[w_min, w_max]`` (exact) or the smooth map (math.md 3.2 step 3)."""
     u = _vector(u, "u")
     _check_bounds(w_min, w_max)
     _check_temperature(smooth, temperature)
@@ -196,7 +196,7 @@ def guardrail(u, w_min: float, w_max: float, smooth: bool = False, temperature: 
 
 
 def speed_limit(delta, max_change: float, smooth: bool = False, temperature: float = 1e-4) -> np.ndarray:
-    """Per-minute weight change (n,) with ``max|delta| <= max_change`` (MATH 3.2 step 4)."""
+    """Per-minute weight change (n,) with ``max|delta| <= max_change`` (math.md 3.2 step 4)."""
     delta = _vector(delta, "delta")
     if not max_change > 0:
         raise ValueError(f"max_change must be > 0, got {max_change!r}")
@@ -216,7 +216,7 @@ def coarse_weights(
     smooth: bool = False,
     temperature: float = 1e-4,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Coarse recursion over ``Nc`` rule outputs (MATH 3.2): ``(a, delta)``, both (Nc, n).
+    """Coarse recursion over ``Nc`` rule outputs (math.md 3.2): ``(a, delta)``, both (Nc, n).
 
     ``a[k]`` is the weight vector at the start of block ``k`` and ``delta[k]`` its per-minute change;
     ``kind`` is ``"delta"`` (u = a + r) or ``"weight"`` (u = alpha a + (1 - alpha) r, alpha (n,)).

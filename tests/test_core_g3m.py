@@ -1,8 +1,8 @@
-"""Pool math of tfmm.core.g3m (MATH.md section 2) on every array backend (the ``bk`` fixture), float64
+"""Pool math of tfmm.core.g3m (docs/math.md section 2) on every array backend (the ``bk`` fixture), float64
 unless stated.
 
-Independent references used here: MATH.md's reference values, the two-asset closed form of MATH 2.3, and a
-plain numpy transcription of MATH 2.3-2.5 / docs/smooth_mode.md (one candidate at a time, one minute at a
+Independent references used here: docs/math.md's reference values, the two-asset closed form of math.md 2.3, and a
+plain numpy transcription of math.md 2.3-2.5 / docs/smooth_mode.md (one candidate at a time, one minute at a
 time, with the formulas exactly as written there: normalised weights, K_A, the fee-adjusted invariant).
 """
 
@@ -22,15 +22,15 @@ from tfmm.core import g3m
 
 from array_helpers import grad, np_dtype, to_np
 
-TOL = 1e-9  # MATH 2.3 invariant tolerance (float64)
+TOL = 1e-9  # math.md 2.3 invariant tolerance (float64)
 
 
 # ------------------------------------------------------------------------------------------------------
-# the numpy transcription of MATH.md 2.3-2.5 (the independent reference)
+# the numpy transcription of docs/math.md 2.3-2.5 (the independent reference)
 
 
 def ref_candidate(R, w, p, gamma, sigma, tol=TOL):
-    """MATH 2.3 literally: (delta, profit, valid) for one signature."""
+    """math.md 2.3 literally: (delta, profit, valid) for one signature."""
     R, w, p, sigma = map(np.asarray, (R, w, p, sigma))
     act = sigma != 0
     g = np.where(sigma == 1, gamma, 1.0)
@@ -56,7 +56,7 @@ def ref_zero_fee_trade(R, w, p):
 
 
 def ref_phase(R, w, p, fee, gas, arb_fee, sigs, smoothing=None):
-    """One arbitrage phase (MATH 2.4, 2.5 / smooth mode): returns (new reserves, executed trade, fee USD)."""
+    """One arbitrage phase (math.md 2.4, 2.5 / smooth mode): returns (new reserves, executed trade, fee USD)."""
     gamma = 1.0 - fee
     if fee == 0.0:
         deltas = [ref_zero_fee_trade(R, w, p)]
@@ -87,7 +87,7 @@ def ref_phase(R, w, p, fee, gas, arb_fee, sigs, smoothing=None):
 
 
 def ref_fee_path(r0, W, P, fee, gas, arb_fee, sigs, smoothing=None):
-    """MATH 2.5: Phase A (w_{t-1}, P_t) then Phase B (w_t, P_t) every minute t >= 1."""
+    """math.md 2.5: Phase A (w_{t-1}, P_t) then Phase B (w_t, P_t) every minute t >= 1."""
     T, n = P.shape
     res, trades, fees = [np.array(r0, float)], [np.zeros(n)], [0.0]
     R = np.array(r0, float)
@@ -139,7 +139,7 @@ def per_row(x, T):
 
 
 # ------------------------------------------------------------------------------------------------------
-# signatures (MATH 2.3)
+# signatures (math.md 2.3)
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 5])
@@ -166,7 +166,7 @@ def test_signature_errors():
 
 
 # ------------------------------------------------------------------------------------------------------
-# MATH 2.1, 2.2
+# math.md 2.1, 2.2
 
 
 def test_initial_reserves_equilibrium(bk):
@@ -181,7 +181,7 @@ def test_zero_fee_rho_reference_values(bk):
     P = np.array([[100.0, 2000.0], [105.0, 1950.0]])
     rho = to_np(bk, g3m.zero_fee_reserves(bk.asarray(np.ones(2)), bk.asarray(W), bk.asarray(P), bk))
     np.testing.assert_array_equal(rho[0], [1.0, 1.0])  # row 0 is r0 times exp(0)
-    # MATH.md's values to 16 digits; exp of a sum of a few logs rounds by ~10 ulps
+    # docs/math.md's values to 16 digits; exp of a sum of a few logs rounds by ~10 ulps
     np.testing.assert_allclose(rho[1], [1.133298103321631, 0.813649920333479], rtol=1e-13)
     log_rho = to_np(bk, g3m.log_rebalancing_ratios(bk.asarray(W), bk.asarray(P), bk.xp))
     np.testing.assert_allclose(np.exp(log_rho[0]), rho[1], rtol=1e-14)  # same logs, summed in another order
@@ -193,7 +193,7 @@ def test_rebalancing_cost(bk):
     R = to_np(bk, g3m.zero_fee_reserves(bk.asarray(r0), bk.asarray(np.stack([w0, w1])),
                                         bk.asarray(np.stack([p, p])), bk))
     ratio = R[1] @ p / (R[0] @ p)
-    assert ratio == pytest.approx(0.9800658521, abs=1e-10)  # MATH.md's value has 10 decimals
+    assert ratio == pytest.approx(0.9800658521, abs=1e-10)  # docs/math.md's value has 10 decimals
     assert ratio == pytest.approx(np.prod((w0 / w1) ** w1), rel=1e-13)  # closed form; exp/log rounding
 
 
@@ -208,7 +208,7 @@ def test_four_step_reference_fee_zero_both_paths(bk):
         [5895.456516025832, 193.5821542575646],
     ])
     closed = to_np(bk, g3m.zero_fee_reserves(bk.asarray(r0), bk.asarray(W), bk.asarray(P), bk))
-    np.testing.assert_allclose(closed, expected, rtol=1e-13)  # MATH.md's 16 digits, exp/log rounding
+    np.testing.assert_allclose(closed, expected, rtol=1e-13)  # docs/math.md's 16 digits, exp/log rounding
     for kind in ("all", "pairwise"):
         res, trades, fees = run_fee(bk, r0, W, P, np.zeros(4), kind=kind)
         # three sequential steps, each ~10 ulps of exp/log/expm1: 1e-12
@@ -218,7 +218,7 @@ def test_four_step_reference_fee_zero_both_paths(bk):
 
 
 # ------------------------------------------------------------------------------------------------------
-# MATH 2.3 candidate trades
+# math.md 2.3 candidate trades
 
 
 def candidates(bk, R, w, p, gamma, sigs):
@@ -277,7 +277,7 @@ price_st = st.floats(0.01, 1e4)
 weight_st = st.floats(0.05, 1.0)
 gamma_st = st.floats(0.9, 0.9999)
 # fees >= 0.1%: a wrong-direction candidate then lowers the fee-adjusted invariant by far more than the
-# 1e-9 tolerance (about f^2 w / 2); with smaller fees MATH 2.3's tolerance can admit it (see g3m's docstring)
+# 1e-9 tolerance (about f^2 w / 2); with smaller fees math.md 2.3's tolerance can admit it (see g3m's docstring)
 band_gamma_st = st.floats(0.9, 0.999)
 
 
@@ -340,7 +340,7 @@ def test_candidates_match_literal_formula(bk, value, p_eq, moves, wr, gamma, kin
         if rv:  # a valid candidate: reserves stay positive, the fee-adjusted invariant does not fall
             assert np.all(R + d[s] > 0)
             gp = np.where(d[s] > 0, gamma, 1.0)
-            assert w @ np.log(R + gp * d[s]) >= w @ np.log(R) + math.log1p(-TOL)  # MATH 2.3's own tolerance
+            assert w @ np.log(R + gp * d[s]) >= w @ np.log(R) + math.log1p(-TOL)  # math.md 2.3's own tolerance
             assert rp >= -1e-9 * float(R @ p)  # never worse than not trading, up to the cancellation above
 
 
@@ -348,7 +348,7 @@ def test_candidates_match_literal_formula(bk, value, p_eq, moves, wr, gamma, kin
 @given(wr=st.tuples(weight_st, weight_st, weight_st), p=st.tuples(price_st, price_st, price_st),
        noise=st.tuples(st.floats(-1, 1), st.floats(-1, 1), st.floats(-1, 1)), gamma=band_gamma_st)
 def test_no_trade_inside_the_band(bk, wr, p, noise, gamma):
-    """A pool whose spot prices are within the fee band of the market (MATH 2.3) is not traded."""
+    """A pool whose spot prices are within the fee band of the market (math.md 2.3) is not traded."""
     w, p = np.array(wr) / np.sum(wr), np.array(p)
     # market prices moved by at most a fraction of the fee from the pool's equilibrium prices
     f = 1.0 - gamma
@@ -365,7 +365,7 @@ def test_no_trade_inside_the_band(bk, wr, p, noise, gamma):
 
 
 # ------------------------------------------------------------------------------------------------------
-# MATH 2.4 selection
+# math.md 2.4 selection
 
 
 @pytest.mark.parametrize("smoothing", [None, tfmm.Smoothing(selection="hard"),
@@ -390,7 +390,7 @@ def test_ties_go_to_the_lowest_index(bk, smoothing):
 
 
 # ------------------------------------------------------------------------------------------------------
-# MATH 2.5 the step with fees, against the numpy transcription
+# math.md 2.5 the step with fees, against the numpy transcription
 
 
 @pytest.mark.parametrize("n, kind", [(2, "all"), (3, "all"), (3, "pairwise")])
@@ -456,7 +456,7 @@ def test_static_and_traced_rates_agree(bk, n, smoothing):
 
 @pytest.mark.parametrize("n", [2, 3])
 def test_weights_that_do_not_sum_to_one_are_normalised(bk, n):
-    """MATH 2.3 normalises the weights of the active set (wh = w / sum_A w), so weights off the simplex by
+    """math.md 2.3 normalises the weights of the active set (wh = w / sum_A w), so weights off the simplex by
     rounding (float32 weights miss it by ~1e-7) or by a factor give the same trades."""
     T = 200
     P, W = random_path(T, n, seed=37)
@@ -493,7 +493,7 @@ def test_reserves_positive_and_invariant_never_falls(bk):
     np.testing.assert_allclose(res[1:], prev + d, rtol=1e-13)  # trades are reserve differences: an ulp or two
     gp = np.where(d > 0, 1.0 - f, 1.0)
     log_k_prev = np.log(prev) @ w
-    assert np.all(np.log(prev + gp * d) @ w >= log_k_prev + math.log1p(-TOL))  # MATH 2.3's tolerance
+    assert np.all(np.log(prev + gp * d) @ w >= log_k_prev + math.log1p(-TOL))  # math.md 2.3's tolerance
     assert np.all(np.log(res[1:]) @ w >= log_k_prev - 1e-12)  # fees accrue to the pool: K grows (log rounding)
     # the fees are computed from the executed trades, d from reserve differences: these differ by the
     # rounding of the reserves (~eps R), so a tiny trade's fee needs an absolute floor of f eps sum(R p)
@@ -521,7 +521,7 @@ def test_higher_fee_never_gives_a_larger_trade(bk, w0, move, f1, f2):
     lo, hi = sorted((f1, f2))
     _, t_lo, _ = run_fee(bk, r0, W, P, lo)
     _, t_hi, _ = run_fee(bk, r0, W, P, hi)
-    # The 1e-9 invariant tolerance (MATH 2.3) admits wrong-direction trades at about zero profit whose
+    # The 1e-9 invariant tolerance (math.md 2.3) admits wrong-direction trades at about zero profit whose
     # invariant fall f sum_i w_i |Delta_i| / R_i stays below 1e-9: allow for them.
     admitted = 2e-9 / (max(hi, 1e-9) * w) * r0
     assert np.all(np.abs(t_hi[1]) <= np.abs(t_lo[1]) * (1 + 1e-12) + admitted)  # 1e-12: rounding when equal

@@ -1,4 +1,4 @@
-"""Objectives (MATH.md section 6) against direct numpy formulas, plus their edge cases and gradients, on every
+"""Objectives (docs/math.md section 6) against direct numpy formulas, plus their edge cases and gradients, on every
 array backend (the ``bk`` fixture)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ T = 3 * DAY + 17  # four daily samples: three daily returns
 
 
 def np_objectives(v, r0, p, eps=1e-8):
-    """MATH.md 6 written out with numpy."""
+    """docs/math.md 6 written out with numpy."""
     def ratio(x, periods):
         return np.sqrt(periods) * x.mean() / np.sqrt(x.var() + eps ** 2)
 

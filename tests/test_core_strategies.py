@@ -1,4 +1,4 @@
-"""Estimators (MATH.md 4), memory lengths and strategies (MATH.md 3.1, 5) of tfmm.core, on every array
+"""Estimators (docs/math.md 4), memory lengths and strategies (docs/math.md 3.1, 5) of tfmm.core, on every array
 backend (the ``bk`` fixture)."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ RULES = ["momentum", "anti_momentum", "power_channel", "mean_reversion_channel",
          "min_variance"]
 
 
-# --- independent numpy readings of MATH.md 4 and 5 ---------------------------------------------------------
+# --- independent numpy readings of docs/math.md 4 and 5 ---------------------------------------------------------
 
 def np_ewma(x, lam):
     e = np.empty_like(x)
@@ -62,7 +62,7 @@ def sp(x):
 
 
 def np_rule(name, x, p, c, beta=0.5, max_days=365.0):
-    """MATH.md 5, written from the formulas with numpy (cap by bisection on m(lambda), not Cardano)."""
+    """docs/math.md 5, written from the formulas with numpy (cap by bisection on m(lambda), not Cardano)."""
     lo, hi = 0.0, 1.0
     for _ in range(200):
         mid = (lo + hi) / 2
@@ -144,7 +144,7 @@ def outputs_np(bk, *args, **kw):
 
 # --- memory lengths and lambda ----------------------------------------------------------------------------
 
-# MATH.md 5 values, and the same roots to 30 digits (mpmath bisection on m(lambda) = days): the MATH.md values
+# docs/math.md 5 values, and the same roots to 30 digits (mpmath bisection on m(lambda) = days): the docs/math.md values
 # for 365 days and for c = 60 are off by 2.5e-12 and 1.2e-12 in the last digit, so they are checked to 3e-12.
 @pytest.mark.parametrize("days, c, lam, precise", [
     (10, 1440, 0.680360711885, 0.680360711885158226329383439372),
@@ -210,7 +210,7 @@ def test_estimators_match_numpy_loops(bk, method):
     assert np.all(g[0] == 0) and np.all(s2[0] == 0)
     refs = (np_ewma(x, lam), np_gradient(x, lam), np_variance(x, lam))
     for got, ref in zip((e, g, s2), refs):
-        for j in range(3):  # MATH.md's 1e-12, relative to each column's scale (the gradient crosses zero)
+        for j in range(3):  # docs/math.md's 1e-12, relative to each column's scale (the gradient crosses zero)
             np.testing.assert_allclose(got[:, j], ref[:, j], rtol=0, atol=1e-12 * np.abs(ref[:, j]).max())
     if method == "sequential":
         e2, g2 = jitted(bk, E.ewma_and_gradient, method)(*args)
@@ -224,7 +224,7 @@ def test_associative_and_sequential_estimators_agree(bk):
     for fn in (E.ewma, E.ewma_gradient, E.return_variance):
         a = to_np(bk, jitted(bk, fn, "associative")(*args))
         s = to_np(bk, jitted(bk, fn, "sequential")(*args))
-        for j in range(3):  # MATH.md allows 1e-12 of each series' scale (the gradient crosses zero)
+        for j in range(3):  # docs/math.md allows 1e-12 of each series' scale (the gradient crosses zero)
             np.testing.assert_allclose(a[:, j], s[:, j], rtol=0, atol=1e-12 * np.abs(s[:, j]).max())
     with pytest.raises(ValueError, match="method"):
         E.ewma(args[0], args[1], bk, method="fft")
@@ -257,8 +257,8 @@ def _prices_for_state(lam, a_prev, e_prev, x_new):
     return np.stack([x0, x0 + dx, np.asarray(x_new, dtype=float)])
 
 
-# MATH.md 5 values. By hand the second is 0.486021084337 (e = 2.49, a = (-14/15, 1.4), g = (-0.0252/1.743,
-# 0.0135)): MATH.md's 0.4860210808 is 3.5e-9 off, so each case is checked to the accuracy it is stated to.
+# docs/math.md 5 values. By hand the second is 0.486021084337 (e = 2.49, a = (-14/15, 1.4), g = (-0.0252/1.743,
+# 0.0135)): docs/math.md's 0.4860210808 is 3.5e-9 off, so each case is checked to the accuracy it is stated to.
 @pytest.mark.parametrize("e_prev, x_new, k, expected, atol", [
     ((0.9, 1.2), (3, 4), (1, 1), (0.4955882353, 0.5044117647), 1e-10),
     ((2.7, 4.0), (2, 4), (1, 1), (0.4860210808, 0.5139789192), 4e-9),

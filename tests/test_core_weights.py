@@ -1,4 +1,4 @@
-"""Weights (MATH.md 3.2-3.4, docs/smooth_mode.md): guardrail, speed limit, coarse recursion, interpolation."""
+"""Weights (docs/math.md 3.2-3.4, docs/smooth_mode.md): guardrail, speed limit, coarse recursion, interpolation."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ SETTINGS = settings(max_examples=30, deadline=None)
 FEW = settings(max_examples=15, deadline=None)  # for properties whose every example compiles a new shape
 
 
-# --- independent numpy readings of MATH.md 3.2 / 3.3 ------------------------------------------------------
+# --- independent numpy readings of docs/math.md 3.2 / 3.3 ------------------------------------------------------
 
 def np_guardrail(u, lo, hi):
     """Clip, rescale the entries not at lo to 1 - |L| lo, repeat until nothing leaves [lo, hi]."""

@@ -1,6 +1,6 @@
 """The fused fee-path kernel (tfmm.backends.kernels.fee_path) against the core's scan (tfmm.core.g3m), on JAX.
 
-The kernel is a second implementation of MATH 2.3-2.5 with a hand-written reverse pass; the scan path and
+The kernel is a second implementation of math.md 2.3-2.5 with a hand-written reverse pass; the scan path and
 JAX's autodiff of it are the references: reserves and fees (rtol 1e-12), vector-Jacobian products with
 respect to the initial reserves, weights, fee, gas and arb_fee (rtol 1e-9), in exact and smooth mode.
 """
@@ -159,7 +159,7 @@ def test_kernel_vjp_equals_scan_autodiff(p, smooth, selection, seed):
 
 
 def test_kernel_reference_values():
-    """MATH 2.5's fee-free reference: with fee 0 every minute the kernel is the zero-fee closed form."""
+    """math.md 2.5's fee-free reference: with fee 0 every minute the kernel is the zero-fee closed form."""
     weights = np.array([[.5, .5], [.5, .5], [.6, .4], [.6, .4]])
     prices = np.array([[100., 2000.], [103., 1990.], [103., 1990.], [99., 2010.]])
     s = kernel.FeePathSettings(g3m.signature_matrix(2, "pairwise"), False)
@@ -167,12 +167,12 @@ def test_kernel_reference_values():
     reserves, fees, _ = kernel.forward(s, np.array([5000., 250.]), weights, prices, zeros, zeros, zeros)
     expected = [[5000, 250], [4914.314340464313, 254.35898345116797], [5779.622005912255, 199.4308430850795],
                 [5895.456516025832, 193.5821542575646]]
-    np.testing.assert_allclose(reserves, expected, rtol=1e-13)  # MATH gives 16 digits; rounding of 3 steps
+    np.testing.assert_allclose(reserves, expected, rtol=1e-13)  # math.md gives 16 digits; rounding of 3 steps
     assert np.all(fees == 0.0)
 
 
 def test_kernel_two_asset_trade_reference():
-    """MATH 2.3: w=(.5,.5), R=(1000,50), p=(1,25), gamma=0.997 -> Delta=(116.70579547, -5.21140710): one
+    """math.md 2.3: w=(.5,.5), R=(1000,50), p=(1,25), gamma=0.997 -> Delta=(116.70579547, -5.21140710): one
     minute at constant weights trades exactly that in Phase A and nothing in Phase B."""
     w = np.array([[.5, .5], [.5, .5]])
     p = np.array([[1., 20.], [1., 25.]])

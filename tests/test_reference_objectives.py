@@ -1,4 +1,4 @@
-"""The reference objectives against MATH.md section 6 (direct numpy formulas and closed forms)."""
+"""The reference objectives against docs/math.md section 6 (direct numpy formulas and closed forms)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The reference pool (tfmm.reference.pool) against MATH.md section 2 and docs/smooth_mode.md.
+"""The reference pool (tfmm.reference.pool) against docs/math.md section 2 and docs/smooth_mode.md.
 
-Reference values are the ones printed in MATH.md; properties are checked on random pools with hypothesis.
+Reference values are the ones printed in docs/math.md; properties are checked on random pools with hypothesis.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def test_signature_matrix_rejects_bad_input():
         pool.signature_matrix(1, "all")
 
 
-# --- MATH 2.2: zero-fee closed form ---------------------------------------------------------------
+# --- math.md 2.2: zero-fee closed form ---------------------------------------------------------------
 
 def test_zero_fee_rho_reference_value():
     weights = np.array([[0.5, 0.5], [0.6, 0.4]])
@@ -113,7 +113,7 @@ def test_four_step_fee_free_scan_reference_values(fn):
     np.testing.assert_allclose(r[3], [5895.456516025832, 193.5821542575646], rtol=1e-13)
 
 
-# --- MATH 2.3: candidate trades -------------------------------------------------------------------
+# --- math.md 2.3: candidate trades -------------------------------------------------------------------
 
 def test_two_asset_candidate_reference_values():
     delta, profit, valid = pool.candidate_trade([1000.0, 50.0], [0.5, 0.5], [1.0, 25.0], GAMMA, [1, -1])
@@ -185,7 +185,7 @@ def test_validity_shortcut_equals_the_direct_comparison(state, fee, data):
     g = np.where(sig > 0, gamma, 1.0)
     wh = np.where(active, w / w[active].sum(), 0.0)
     log_scale = np.sum(np.where(active, wh * (np.log(R) + np.log(p / (g * np.where(active, wh, 1.0)))), 0.0))
-    out = np.where(active, (np.exp(log_scale) * wh * g / p - R) / g, 0.0)  # MATH 2.3, before validity
+    out = np.where(active, (np.exp(log_scale) * wh * g / p - R) / g, 0.0)  # math.md 2.3, before validity
     trades = [out]
     for eps in (1e-12, 3e-10, 1e-9, 1.5e-9, 3e-9, 1e-7):
         for sign in (1.0, -1.0):
@@ -200,7 +200,7 @@ def test_validity_shortcut_equals_the_direct_comparison(state, fee, data):
         assert pool._invariant_holds(R, np.log(R), 1 / R, w, gamma, sig, t) == direct
 
 
-# --- MATH 2.4 / 2.5: selection, gate, the scan ----------------------------------------------------
+# --- math.md 2.4 / 2.5: selection, gate, the scan ----------------------------------------------------
 
 def test_exact_ties_go_to_the_lowest_index_and_are_not_summed():
     # assets 1 and 2 are identical, so candidates (-1, 1, 0) and (-1, 0, 1) tie bit for bit
@@ -263,7 +263,7 @@ def test_softmax_selection_mixes_candidates(state, fee):
 @settings(max_examples=40, deadline=None)
 @given(pool_states(n=2), st.floats(1e-3, 0.05), st.floats(0.1, 0.9))
 def test_no_trade_inside_the_no_arbitrage_band(state, fee, where):
-    """gamma * spot <= p0/p1 <= spot / gamma gives no trade (MATH 2.3).
+    """gamma * spot <= p0/p1 <= spot / gamma gives no trade (math.md 2.3).
 
     Not arbitrarily close to the edges: there a wrong-direction candidate loses the invariant only
     about w0 w1 f d (d the log distance to the edge), which the 1e-9 validity tolerance accepts.

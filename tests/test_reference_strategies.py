@@ -1,4 +1,4 @@
-"""The reference estimators and strategy rules against MATH.md sections 4 and 5."""
+"""The reference estimators and strategy rules against docs/math.md sections 4 and 5."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_rule_names_and_parameters_match_the_specs():
         assert strat.RULE_PARAMETERS[name] == STRATEGY_PARAMETERS[name]
 
 
-# --- memory lengths (MATH 5) ---------------------------------------------------------------------
+# --- memory lengths (math.md 5) ---------------------------------------------------------------------
 
 @pytest.mark.parametrize(
     "days, chunk, expected",
@@ -65,7 +65,7 @@ def test_rule_names_and_parameters_match_the_specs():
      (10, 60, 0.984933761243)],
 )
 def test_lambda_from_memory_days_matches_math(days, chunk, expected):
-    # MATH's 12-digit values for m=365 and (m=10, c=60) are off by about 1e-12 absolute.
+    # math.md's 12-digit values for m=365 and (m=10, c=60) are off by about 1e-12 absolute.
     assert strat.lambda_from_memory_days(days, chunk) == pytest.approx(expected, rel=1e-10)
     assert strat.memory_days(strat.lambda_from_memory_days(days, chunk), chunk)[0] == pytest.approx(days, rel=1e-12)
 
@@ -96,7 +96,7 @@ def test_lambdas_are_capped_at_the_maximum_memory():
     assert strat.memory_days(strat.lambdas([40.0], 60, 365.0), 60)[0] == pytest.approx(365.0, rel=1e-12)
 
 
-# --- estimators (MATH 4) -------------------------------------------------------------------------
+# --- estimators (math.md 4) -------------------------------------------------------------------------
 
 def _loop_estimators(x: np.ndarray, lam: np.ndarray):
     """Straightforward per-asset Python loops over lists."""
@@ -136,7 +136,7 @@ def test_estimators_match_a_python_loop(seed, m_rows, n):
 
 
 def test_ewma_single_step_reference():
-    # MATH 5: EWMA from (3, 4) with x = (2, 4), lambda = .7 -> (2.7, 4.0)
+    # math.md 5: EWMA from (3, 4) with x = (2, 4), lambda = .7 -> (2.7, 4.0)
     e = est.ewma([[3.0, 4.0], [2.0, 4.0]], [0.7, 0.7])
     np.testing.assert_allclose(e[1], [2.7, 4.0], rtol=1e-15)
     np.testing.assert_array_equal(e[0], [3.0, 4.0])
@@ -177,7 +177,7 @@ def test_return_variance_of_two_returns_closed_form():
     np.testing.assert_allclose(est.return_variance(x, [lam])[:, 0], [0.0, (1 - lam) * lam * d * d], rtol=1e-13)
 
 
-# --- single-step momentum references (MATH 5) ----------------------------------------------------
+# --- single-step momentum references (math.md 5) ----------------------------------------------------
 
 MOMENTUM_CASES = [
     # previous e, new x, k, expected w + r; previous a = (1, 2), w = (.5, .5), lambda = .7

@@ -1,4 +1,4 @@
-"""The reference weight schedule against MATH.md section 3 and docs/smooth_mode.md."""
+"""The reference weight schedule against docs/math.md section 3 and docs/smooth_mode.md."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ def simplex_problems(draw):
     return u / u.sum(), w_min, 1.0 - (n - 1) * w_min
 
 
-# --- guardrail (MATH 3.2 step 3) -----------------------------------------------------------------
+# --- guardrail (math.md 3.2 step 3) -----------------------------------------------------------------
 
 def test_guardrail_caps_first():
-    # MATH 3.2: (1.5, .4, -.9) -> (.6, .3, .1) with w_min = .1, not (.711, .189, .1)
+    # math.md 3.2: (1.5, .4, -.9) -> (.6, .3, .1) with w_min = .1, not (.711, .189, .1)
     np.testing.assert_allclose(wts.guardrail([1.5, 0.4, -0.9], 0.1, 0.8), [0.6, 0.3, 0.1], rtol=1e-14)
 
 
@@ -43,7 +43,7 @@ def test_guardrail_reference_cases(u, expected):
 
 @pytest.mark.parametrize("u, expected", I1_CASES)
 def test_coarse_step_with_unit_interpolation_reaches_the_guarded_target(u, expected):
-    # MATH 3.2, I = 1, w_min = .1, max change 1: a delta rule from uniform weights with r = u - 1/3
+    # math.md 3.2, I = 1, w_min = .1, max change 1: a delta rule from uniform weights with r = u - 1/3
     w0 = np.full(3, 1.0 / 3.0)
     outputs = np.array([np.array(u) - w0, np.zeros(3)])
     a, delta = wts.coarse_weights(outputs, w0, "delta", None, 0.1, 0.8, 1.0, 1)
@@ -129,10 +129,10 @@ def test_smooth_guardrail_is_smooth_and_differs_at_moderate_temperature():
     assert np.abs(a - exact).max() > np.abs(b - exact).max() > 0
 
 
-# --- speed limit (MATH 3.2 step 4) ---------------------------------------------------------------
+# --- speed limit (math.md 3.2 step 4) ---------------------------------------------------------------
 
 def test_speed_limit_reference_is_exactly_max_change():
-    # MATH 3.2: prev (.5, .5), r (.5, -.5), w_min .05, max change 3e-4, I = 1440 -> target (.95, .05)
+    # math.md 3.2: prev (.5, .5), r (.5, -.5), w_min .05, max change 3e-4, I = 1440 -> target (.95, .05)
     a, delta = wts.coarse_weights([[0.5, -0.5]], [0.5, 0.5], "delta", None, 0.05, 0.95, 3e-4, 1440)
     np.testing.assert_array_equal(a[0], [0.5, 0.5])
     np.testing.assert_allclose(delta[0], [3e-4, -3e-4], rtol=1e-15)  # not the incumbent's 2.99999904e-4
@@ -174,7 +174,7 @@ def test_smooth_speed_limit_formula():
     np.testing.assert_allclose(wts.speed_limit(delta, mc, True, tau), delta / big_m, rtol=1e-14)
 
 
-# --- coarse recursion (MATH 3.2) -----------------------------------------------------------------
+# --- coarse recursion (math.md 3.2) -----------------------------------------------------------------
 
 @given(seed=st.integers(0, 2**31), n=st.integers(2, 5), n_chunks=st.integers(0, 12),
        smooth=st.booleans(), kind=st.sampled_from(["delta", "weight"]))
@@ -230,10 +230,10 @@ def test_coarse_weights_rejects_a_zero_sum():
         wts.coarse_weights([[0.5, 0.5]], [0.5, 0.5], "weight", None, 0.05, 0.95, 1e-3, 10)
 
 
-# --- fine weights (MATH 3.3) ---------------------------------------------------------------------
+# --- fine weights (math.md 3.3) ---------------------------------------------------------------------
 
 def test_linear_interpolation_reference_rows():
-    # MATH 3.3: start (.5, .5), delta (1e-4, -1e-4), I = 4, c = 6 -> .5, .5001, .5002, .5003, .5004, .5004
+    # math.md 3.3: start (.5, .5), delta (1e-4, -1e-4), I = 4, c = 6 -> .5, .5001, .5002, .5003, .5004, .5004
     w_init = np.array([0.3, 0.7])
     w = wts.fine_weights(w_init, [[0.5, 0.5]], [[1e-4, -1e-4]], 6, 4, "linear", 12)
     np.testing.assert_array_equal(w[:6], np.tile(w_init, (6, 1)))  # the virtual first chunk

@@ -33,7 +33,7 @@ def anti_trend(chunk_prices, params, *, chunk_period, beta, max_memory_days, bk)
 
 
 def momentum_from_math(chunk_prices, params, *, chunk_period, beta, max_memory_days, bk):
-    """MATH.md 4-5 read literally: EWMA e and gradient state a by a sequential bk.scan, g = a / (b e),
+    """docs/math.md 4-5 read literally: EWMA e and gradient state a by a sequential bk.scan, g = a / (b e),
     b = lambda / (1 - lambda)^3, m = (2c/1440) cbrt(6 lambda / (1 - lambda)^3), k = 2^log_k m."""
     xp = bk.xp
     logit = params["logit_lambda"]
@@ -95,7 +95,7 @@ def _needs(backends):
 # --- hand computation ---------------------------------------------------------------------------------
 
 def _hand_simulation(values, w_init, log_scale, c, length, initial_value):
-    """MATH.md 1-3 for the trend rule in a pool without fees, guardrails or speed limit binding:
+    """docs/math.md 1-3 for the trend rule in a pool without fees, guardrails or speed limit binding:
     chunk prices pbar_m = p_{mc}; r_m from :func:`trend`; coarse a_{k+1} = a_k + r_k; fine rows: c rows of
     w_init, then a_k + j r_k / c; reserves by the zero-fee closed form (2.2); V_t = sum R_t p_t."""
     pbar = values[::c]

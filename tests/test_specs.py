@@ -187,14 +187,14 @@ def test_toml_rejects_bad_values():
         from_toml("[pool]\nfee = 2.0\n")
 
 
-# --- memory days (MATH 5) ------------------------------------------------------------------------------
+# --- memory days (math.md 5) ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(
     "days, chunk, lam",
     [(10, 1440, 0.680360711885), (1, 1440, 0.019630362526), (365, 1440, 0.990076220832), (10, 60, 0.984933761243)],
 )
 def test_lambda_from_memory_days_reference(days, chunk, lam):
-    # MATH.md gives 12 digits; its last digit for m=365 and (m=10, c=60) is off by ~1e-12 (checked against
+    # docs/math.md gives 12 digits; its last digit for m=365 and (m=10, c=60) is off by ~1e-12 (checked against
     # a 50-digit Newton solve), so compare at rel 1e-11.
     assert memory.lambda_from_memory_days(days, chunk) == pytest.approx(lam, rel=1e-11)
     assert memory.memory_days_from_lambda(memory.lambda_from_memory_days(days, chunk), chunk) == pytest.approx(days, rel=1e-12)

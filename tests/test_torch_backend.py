@@ -429,6 +429,6 @@ def test_core_estimators_associative_equals_sequential_on_torch(tbk):
     for fn in (estimators.ewma, estimators.ewma_gradient, estimators.return_variance):
         seq = _np(fn(x, lam, tbk, method="sequential"))
         assoc = _np(fn(x, lam, tbk, method="associative"))
-        # agreement relative to each asset's scale (MATH.md allows 1e-12)
+        # agreement relative to each asset's scale (docs/math.md allows 1e-12)
         err = np.max(np.abs(assoc - seq) / np.max(np.abs(seq), axis=0))
         assert err < 1e-12, (fn.__name__, err)

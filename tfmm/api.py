@@ -256,7 +256,7 @@ def check_objective_length(objective: str, length: int) -> None:
 
 
 def metrics(sim: Simulation) -> dict[str, Any]:
-    """Every objective of MATH.md section 6 for a simulation: name -> float (array when batched)."""
+    """Every objective of docs/math.md section 6 for a simulation: name -> float (array when batched)."""
     return get_backend_for(sim).metrics(sim)
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 @runtime_checkable
 class Backend(Protocol):
-    """What a backend provides (DESIGN.md section 3)."""
+    """What a backend provides: an Array API namespace, the primitives the core uses, transformations."""
 
     name: str
     xp: Any  # Array API namespace

@@ -1,6 +1,6 @@
 """``tfmm.diagnose``: is the training surface trustworthy for this pool, strategy and data?
 
-Reports, on the current backend (DESIGN.md section 7.10):
+Reports, on the current backend (docs/decisions.md, training):
 
 1. autodiff vs central finite differences of the smooth-mode objective on one bout, per parameter entry;
 2. the smooth-minus-exact objective gap on that bout (what smoothing changes in the number trained on);

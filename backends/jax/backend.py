@@ -1,4 +1,4 @@
-"""JAX primitives for :mod:`tfmm.core` (DESIGN.md section 3)."""
+"""JAX primitives for :mod:`tfmm.core` (the contract of :mod:`tfmm.backend`)."""
 
 from __future__ import annotations
 

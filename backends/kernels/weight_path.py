@@ -1,6 +1,6 @@
 """The coarse weight recursion as one compiled loop over chunks, forward and reverse (Numba, CPU).
 
-A second implementation of :func:`tfmm.core.weights.coarse_weights` (MATH 3.2, docs/smooth_mode.md), held
+A second implementation of :func:`tfmm.core.weights.coarse_weights` (math.md 3.2, docs/smooth_mode.md), held
 to it by tests (``tests/test_weight_kernel.py``). Weights are dimensionless; ``delta`` is per minute.
 
 Per chunk ``k``, from the carry ``a`` (``a_0 = w_init``) and the rule output ``r_k``:

@@ -1,4 +1,4 @@
-"""Torch primitives for :mod:`tfmm.core` (DESIGN.md section 3), eager mode, with JAX's semantics.
+"""Torch primitives for :mod:`tfmm.core` (the contract of :mod:`tfmm.backend`), eager mode, with JAX's semantics.
 
 Every primitive behaves like its counterpart in :mod:`tfmm.backends.jax.backend`, so the core runs
 unchanged and the two backends agree to rounding. Decisions:

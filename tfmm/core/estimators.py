@@ -1,4 +1,4 @@
-"""Price estimators on chunk prices (MATH.md section 4), written once against the Array API.
+"""Price estimators on chunk prices (docs/math.md section 4), written once against the Array API.
 
 All estimators run over the chunk prices ``x`` (shape (M, n), one row per chunk of ``c`` minutes) with a
 decay ``lam`` per asset (shape (n,)) per chunk step. Each recurrence is affine in its state,
@@ -8,7 +8,7 @@ decay ``lam`` per asset (shape (n,)) per chunk step. Each recurrence is affine i
 so it can be evaluated either with ``bk.associative_scan`` over the pairs ``(A, B)`` (combine
 ``(A1, B1), (A2, B2) -> (A1 A2, A2 B1 + B2)``, :func:`affine_scan`) or with one sequential ``bk.scan``
 whose carry holds every state of the estimator (fused: the gradient's ``(y, a)``, the variance's ``(e, v)``).
-Both agree to about 1e-13 of each series' scale in float64 (MATH.md allows 1e-12).
+Both agree to about 1e-13 of each series' scale in float64 (docs/math.md allows 1e-12).
 
 ``method="auto"`` (the default) takes ``bk.affine_scan_method`` when the backend defines it, else
 ``"sequential"``. Measured with jax.jit on XLA:CPU (2 cores shared with other work, so noisy; M = 525,600
@@ -21,7 +21,7 @@ GPU, where each scan step costs microseconds, a backend should set ``affine_scan
 The gradient carries the deviation ``y = x - e`` instead of ``e`` (see :func:`ewma_and_gradient`): the same
 recurrence without the cancellation in ``x_t - e_t``, so g keeps full relative precision.
 
-Decisions where MATH.md is silent:
+Decisions where docs/math.md is silent:
 
 - The gradient state starts at ``a_0 = 0`` and the gradient at ``g_0 = 0``; the first row of every
   estimator is row 0 of the chunk prices (no look-ahead: row t uses x_0..x_t only).
@@ -86,7 +86,7 @@ def ewma(x: Any, lam: Any, bk: Any, *, method: str = DEFAULT_METHOD) -> Any:
 
 
 def ewma_and_gradient(x: Any, lam: Any, bk: Any, *, method: str = DEFAULT_METHOD) -> tuple[Any, Any]:
-    """(e, g): the EWMA and the relative price slope per chunk (MATH.md 4).
+    """(e, g): the EWMA and the relative price slope per chunk (docs/math.md 4).
 
     e_t = lam e_{t-1} + (1 - lam) x_t, e_0 = x_0; a_t = lam a_{t-1} + (x_t - e_t) / (1 - lam), a_0 = 0
     (the new EWMA e_t in both the state and the denominator); g_t = a_t / (b e_t), b = lam / (1 - lam)^3.
@@ -124,7 +124,7 @@ def ewma_and_gradient(x: Any, lam: Any, bk: Any, *, method: str = DEFAULT_METHOD
 
 
 def ewma_gradient(x: Any, lam: Any, bk: Any, *, method: str = DEFAULT_METHOD) -> Any:
-    """Relative price slope per chunk g_t = a_t / (b e_t), b = lam / (1 - lam)^3 (MATH.md 4).
+    """Relative price slope per chunk g_t = a_t / (b e_t), b = lam / (1 - lam)^3 (docs/math.md 4).
 
     a_t = lam a_{t-1} + (x_t - e_t) / (1 - lam), a_0 = 0, with the new EWMA e_t in both the state and the
     denominator. x (M, n) prices > 0, lam (n,) in (0, 1) -> g (M, n), units: 1 / chunk.
@@ -133,7 +133,7 @@ def ewma_gradient(x: Any, lam: Any, bk: Any, *, method: str = DEFAULT_METHOD) ->
 
 
 def return_variance(x: Any, lam: Any, bk: Any, *, method: str = DEFAULT_METHOD) -> Any:
-    """EWMA variance of chunk returns rho_m = x_{m+1} / x_m - 1, m = 0..M-2 (MATH.md 4).
+    """EWMA variance of chunk returns rho_m = x_{m+1} / x_m - 1, m = 0..M-2 (docs/math.md 4).
 
     State (e, v) from (rho_0, 0); per step d = rho - e; e += (1 - lam) d; v = lam v + d (lam d);
     sigma2 = (1 - lam) v. x (M, n) -> sigma2 (M-1, n), units: (1 / chunk)^2. sigma2_0 = 0.

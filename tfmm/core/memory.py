@@ -1,4 +1,4 @@
-"""Memory length <-> EWMA decay conversions (MATH.md section 5).
+"""Memory length <-> EWMA decay conversions (docs/math.md section 5).
 
 An EWMA with decay ``lambda`` per chunk of ``c`` minutes has a memory length, in days,
 

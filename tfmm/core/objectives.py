@@ -1,4 +1,4 @@
-"""Portfolio objectives of a simulated bout (MATH.md section 6), all maximised.
+"""Portfolio objectives of a simulated bout (docs/math.md section 6), all maximised.
 
 Inputs: values V (T,) in USD (T = B - 1 rows), reserves0 R_0 (n,), prices P (T, n) in USD.
 Daily samples are V[::1440]; a year is 365 days = 525,600 minutes.
@@ -12,7 +12,7 @@ Daily samples are V[::1440]; a year is 365 days = 525,600 minutes.
 - max_drawdown = min_t (V_t - max_{u<=t} V_u) / max_{u<=t} V_u (<= 0);
   calmar = annualised_returns / max(-max_drawdown, eps).
 
-Decisions where MATH.md is silent:
+Decisions where docs/math.md is silent:
 
 - daily_sharpe and sharpe use the same hardened denominator sqrt(var + eps^2) as daily_log_sharpe, so a
   constant series gives 0 with a finite gradient.

@@ -1,4 +1,4 @@
-"""One bout of a TFMM pool, composed from the pieces of :mod:`tfmm.core` (MATH.md sections 1-3).
+"""One bout of a TFMM pool, composed from the pieces of :mod:`tfmm.core` (docs/math.md sections 1-3).
 
 Pipeline for a bout with start ``s`` and length ``B`` (``T_out = B - 1`` rows):
 
@@ -77,7 +77,7 @@ def rule_outputs_for(chunk_prices: Any, params: dict[str, Any], cfg: BoutConfig,
 
 
 def bout_weights(outputs: Any, start: Any, params: dict[str, Any], w_init: Any, cfg: BoutConfig, bk: Any) -> Any:
-    """(B - 1, n) per-minute weights of the bout starting at row ``start`` (MATH 3.1-3.3)."""
+    """(B - 1, n) per-minute weights of the bout starting at row ``start`` (math.md 3.1-3.3)."""
     xp = bk.xp
     if cfg.rule_kind == "constant" or cfg.n_chunks == 0:
         return xp.broadcast_to(w_init, (cfg.n_out, cfg.n_assets))
@@ -97,7 +97,7 @@ def bout_weights(outputs: Any, start: Any, params: dict[str, Any], w_init: Any, 
 
 
 def bout_reserves(weights: Any, prices: Any, fee: Any, gas: Any, arb_fee: Any, cfg: BoutConfig, bk: Any):
-    """(reserves, trades, fees) of a bout given its weights and prices (MATH 2)."""
+    """(reserves, trades, fees) of a bout given its weights and prices (math.md 2)."""
     xp = bk.xp
     r0 = g3m.initial_reserves(cfg.initial_value, weights[0], prices[0], xp)
     if cfg.strategy == "hodl":

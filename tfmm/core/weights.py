@@ -1,4 +1,4 @@
-"""Rule outputs -> coarse weights (guardrail, speed limit) -> fine weights per minute (MATH.md 3.2-3.4).
+"""Rule outputs -> coarse weights (guardrail, speed limit) -> fine weights per minute (docs/math.md 3.2-3.4).
 
 Exact and smooth maps follow docs/smooth_mode.md; ``temperature`` is ``Smoothing.weight_temperature``.
 
@@ -12,7 +12,7 @@ Coarse recursion (per chunk k, carry ``a`` = the weights reached, starting at ``
 Fine weights: a virtual first chunk of ``c`` rows of ``w_init``, then one block of ``c`` rows per coarse
 step (linear or approximately optimal interpolation over the first ``I`` rows, then held), truncated.
 
-Decisions where MATH.md is silent:
+Decisions where docs/math.md is silent:
 
 - ``u`` always sums to 1 before normalisation for the rules tfmm has (delta outputs sum to 0, weight
   outputs to 1), so the sum in step 2 is never 0; it is guarded (a zero sum divides by 1) so that a
@@ -52,7 +52,7 @@ def _safe_divide(num: Any, den: Any, bk: Any) -> Any:
 
 
 def guardrail(u: Any, w_min: float, w_max: float, *, smooth: bool, temperature: float, bk: Any) -> Any:
-    """Weights in [w_min, w_max] summing to 1 (MATH.md 3.2 step 3; docs/smooth_mode.md).
+    """Weights in [w_min, w_max] summing to 1 (docs/math.md 3.2 step 3; docs/smooth_mode.md).
 
     u: (n,) summing to 1. n passes of {x = clip(u, lo, hi); m_i = 1[x_i <= lo];
     x_i = m_i lo + (1 - m_i) x_i (1 - lo sum m) / sum((1 - m) x); u = x}. Smooth: clip -> soft clip
@@ -79,7 +79,7 @@ def guardrail(u: Any, w_min: float, w_max: float, *, smooth: bool, temperature: 
 
 
 def speed_limit(delta: Any, max_change: float, *, smooth: bool, temperature: float, bk: Any) -> Any:
-    """Per-minute weight change with max|delta| <= max_change (MATH.md 3.2 step 4; docs/smooth_mode.md).
+    """Per-minute weight change with max|delta| <= max_change (docs/math.md 3.2 step 4; docs/smooth_mode.md).
 
     Exact: delta / max(1, max_i |delta_i| / max_change). Smooth: z_i = sqrt((delta_i / max_change)^2 + tau^2),
     M = tau logsumexp([z / tau, 1 / tau]) >= max(max_i z_i, 1), delta / M.
@@ -99,7 +99,7 @@ def speed_limit(delta: Any, max_change: float, *, smooth: bool, temperature: flo
 def coarse_weights(outputs: Any, w_init: Any, *, kind: str, alpha: Any, w_min: float, w_max: float,
                    max_change: float, interpolation_period: int, smooth: bool, temperature: float,
                    bk: Any) -> tuple[Any, Any]:
-    """The coarse recursion of MATH.md 3.2 over rule outputs (Nc, n).
+    """The coarse recursion of docs/math.md 3.2 over rule outputs (Nc, n).
 
     Returns (a, delta), both (Nc, n): a_k the weights at the start of chunk k (a_0 = w_init) and delta_k the
     per-minute change over its interpolation period I (so a_{k+1} = a_k + I delta_k). kind: "delta"
@@ -131,7 +131,7 @@ def coarse_weights(outputs: Any, w_init: Any, *, kind: str, alpha: Any, w_min: f
 
 def fine_weights(w_init: Any, a: Any, delta: Any, *, chunk_period: int, interpolation_period: int,
                  interpolation: str, n_rows: int, bk: Any) -> Any:
-    """Weights per minute (n_rows, n) (MATH.md 3.3).
+    """Weights per minute (n_rows, n) (docs/math.md 3.3).
 
     Rows 0..c-1 hold w_init (a virtual first chunk); block k (rows (k+1) c ..) starts at a_k, e = a_k + I delta_k:
     linear rows a_k + min(j, I) delta_k; approx_optimal rows j < I normalise((a + j delta) + a (e/a)^{j/(I+1)})

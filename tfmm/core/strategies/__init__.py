@@ -1,4 +1,4 @@
-"""Strategies (MATH.md sections 3.1 and 5): chunk prices -> rule outputs, written once.
+"""Strategies (docs/math.md sections 3.1 and 5): chunk prices -> rule outputs, written once.
 
 Every strategy, built-in or registered by a user (``tfmm.register_strategy``), is a
 :class:`~tfmm.core.strategies.registry.StrategyRecord` in the registry; :func:`rule_outputs` dispatches

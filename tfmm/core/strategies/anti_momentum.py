@@ -1,4 +1,4 @@
-"""Anti-momentum (MATH.md section 5): momentum with -k, i.e. r = -k (g - sum(k g) / sum(k)).
+"""Anti-momentum (docs/math.md section 5): momentum with -k, i.e. r = -k (g - sum(k g) / sum(k)).
 
 Parameters (n,): log_k, logit_lambda. Output r_m uses chunk prices pbar_0..pbar_{m+1}.
 """

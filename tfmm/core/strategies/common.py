@@ -1,4 +1,4 @@
-"""Helpers shared by the strategies (MATH.md section 5), written once against the Array API.
+"""Helpers shared by the strategies (docs/math.md section 5), written once against the Array API.
 
 - ``lambda = sigmoid(logit_lambda)``, capped (hard minimum) at ``lambda(max_memory_days)``, a Python float:
   :func:`tfmm.core.memory.lambda_from_memory_days` refined by Newton steps (:func:`lambda_cap`).

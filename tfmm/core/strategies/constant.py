@@ -1,4 +1,4 @@
-"""Constant strategies (MATH.md section 5): no rule outputs, the weights stay at the initial weights.
+"""Constant strategies (docs/math.md section 5): no rule outputs, the weights stay at the initial weights.
 
 balancer: a G3M pool at constant weights (arbitrage rebalances it); hodl: the initial reserves, never traded.
 """

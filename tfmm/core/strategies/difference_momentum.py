@@ -1,4 +1,4 @@
-"""Difference momentum (MATH.md section 5): two EWMAs of the chunk prices with memories m1, m2,
+"""Difference momentum (docs/math.md section 5): two EWMAs of the chunk prices with memories m1, m2,
 s = 1 - e2 / e1, r = k (s - sum(k s) / sum(k)) with k = 2^log_k max(m1, m2).
 
 lambda_1 = sigmoid(logit_lambda), lambda_2 = sigmoid(logit_lambda_2), both capped at lambda(max_memory_days);

@@ -1,4 +1,4 @@
-"""Mean-reversion channel (MATH.md section 5).
+"""Mean-reversion channel (docs/math.md section 5).
 
 E = exp(-g^2 / (2 W^2)), z = pi g / (3 W),
 s = -A E (z - z^3 / 6) / 0.5415 + (1 - E) sign(g) |g / (2 beta)|^q, r = k (s - sum(k s) / sum(k)),
@@ -23,7 +23,7 @@ CHANNEL_SCALE = 0.5415
 
 
 def channel_signal(g: Any, amplitude: Any, width: Any, q: Any, beta: float, bk: Any) -> Any:
-    """s(g) = -A E (z - z^3/6) / 0.5415 + (1 - E) sign(g) |g / (2 beta)|^q (MATH.md 5)."""
+    """s(g) = -A E (z - z^3/6) / 0.5415 + (1 - E) sign(g) |g / (2 beta)|^q (docs/math.md 5)."""
     xp = bk.xp
     envelope = xp.exp(-(g * g) / (2.0 * width * width))
     z = (math.pi / 3.0) * g / width

@@ -1,6 +1,6 @@
-"""Minimum variance (MATH.md section 5), a weight rule: r_i = (1 / sigma2_i) / sum_j (1 / sigma2_j).
+"""Minimum variance (docs/math.md section 5), a weight rule: r_i = (1 / sigma2_i) / sum_j (1 / sigma2_j).
 
-sigma2 is the EWMA variance of chunk returns (MATH.md 4) with lambda = sigmoid(logit_lambda), capped at
+sigma2 is the EWMA variance of chunk returns (docs/math.md 4) with lambda = sigmoid(logit_lambda), capped at
 lambda(max_memory_days). It is computed as r = softmax(-log(max(sigma2, 1e-30))) (docs/smooth_mode.md):
 equal to the formula whenever every sigma2 > 1e-30, and uniform for the first output, where all variances
 are 0. The coarse recursion mixes u = alpha a + (1 - alpha) r with alpha = sigmoid(logit_lambda_2), not

@@ -1,6 +1,6 @@
-"""Momentum (MATH.md section 5): r = k (g - sum(k g) / sum(k)), k = 2^log_k m(lambda).
+"""Momentum (docs/math.md section 5): r = k (g - sum(k g) / sum(k)), k = 2^log_k m(lambda).
 
-g is the EWMA gradient (MATH.md 4, relative price slope per chunk) on the chunk prices; output r_m uses
+g is the EWMA gradient (docs/math.md 4, relative price slope per chunk) on the chunk prices; output r_m uses
 g_{m+1}, i.e. chunk prices pbar_0..pbar_{m+1}. Parameters (n,): log_k, logit_lambda.
 """
 

@@ -1,4 +1,4 @@
-"""Power channel (MATH.md section 5): s = sign(g) |g / (2 beta)|^q, r = k (s - sum(k s) / sum(k)).
+"""Power channel (docs/math.md section 5): s = sign(g) |g / (2 beta)|^q, r = k (s - sum(k s) / sum(k)).
 
 q = max(sp(raw_exponent), 1), k = 2^log_k m(lambda), beta a fixed scale (default 0.5). The power is taken in
 the log domain, exp(q log|g / (2 beta)|), and is 0 (with finite gradient) at g = 0.
