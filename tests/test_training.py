@@ -321,3 +321,89 @@ def test_corrupt_or_pickled_checkpoint_is_a_clear_error(interrupted_run, tmp_pat
     (copy / "checkpoint.pkl").unlink()
     with pytest.raises(training.CheckpointError, match="no checkpoint to resume from"):
         tfmm.train(prices, strategy, pool, cfg, run_dir=copy, resume=copy, progress=False)
+
+
+# --- the probe: a fixed batch of training bouts, logged every eval_every steps --------------------------------
+
+def test_probe_size_is_validated():
+    with pytest.raises(ValueError, match="probe_size=-1 is invalid"):
+        tfmm.TrainConfig(probe_size=-1)
+    with pytest.raises(TypeError, match="probe_size must be an integer"):
+        tfmm.TrainConfig(probe_size=2.5)
+    assert tfmm.TrainConfig().to_dict().get("probe_size") is None  # the default leaves old fingerprints alone
+    assert training.probe_size(tfmm.TrainConfig(batch_size=5)) == 5
+
+
+def test_probe_starts_come_from_the_seed_alone():
+    prices, pool, strategy = _small_setup()
+    cfg = _cfg(probe_size=6)
+    periods = training.make_periods(prices.n_rows, strategy, pool, cfg)
+    cand = training.candidate_starts(periods, pool.chunk_period, cfg.bout_length)
+    a = training.probe_starts(cand, cfg)
+    np.testing.assert_array_equal(a, training.probe_starts(cand, cfg))
+    assert a.size == 6 and np.isin(a, cand).all()
+    assert not np.array_equal(a, training.probe_starts(cand, _cfg(probe_size=6, seed=4)))
+    assert training.probe_starts(cand, _cfg(probe_size=0)).size == 0
+
+
+@pytest.mark.parametrize("probe", [4, 3])  # 4: batches of batch_size through the step; 3: one batch of its own
+def test_probe_logged_at_eval_steps_and_equals_value_and_grad(probe):
+    prices, pool, strategy = _small_setup()
+    cfg = _cfg(probe_size=probe, n_iterations=5, eval_every=2)
+    result = tfmm.train(prices, strategy, pool, cfg, progress=False)
+    ev = result.evaluations
+    assert ev["step"].tolist() == [0, 2, 4, 5]
+    assert {f"probe_set{i}" for i in range(cfg.n_sets)} | {"probe_mean"} <= set(ev.columns)
+    starts = result.extras["probe_starts"]
+    assert starts.size == probe
+    params0 = training.initial_param_sets(strategy, cfg.n_sets, cfg.seed, 0.5)
+    for row, params in ((0, params0), (len(ev) - 1, result.extras["final_params"])):
+        value, _ = tfmm.value_and_grad(prices, strategy.with_params(params), pool, start=starts,
+                                       length=cfg.bout_length, objective=cfg.objective, mode=cfg.mode,
+                                       smoothing=cfg.smoothing)
+        logged = ev.loc[row, [f"probe_set{i}" for i in range(cfg.n_sets)]].to_numpy(float)
+        # other compiled graphs (the training step, batches of the probe averaged): equal to rounding
+        np.testing.assert_allclose(logged, np.asarray(value), rtol=1e-9, atol=1e-12)
+        assert ev.loc[row, "probe_mean"] == pytest.approx(np.mean(logged), rel=1e-12)  # the mean of those
+
+
+def test_no_probe_columns_with_probe_size_0():
+    prices, pool, strategy = _small_setup()
+    result = tfmm.train(prices, strategy, pool, _cfg(probe_size=0, n_iterations=3), progress=False)
+    assert not [c for c in result.evaluations.columns if c.startswith("probe")]
+
+
+def test_probe_is_resume_safe(interrupted_run):
+    folder, prices, pool, strategy, cfg = interrupted_run
+    whole = tfmm.train(prices, strategy, pool, cfg, progress=False)
+    resumed = tfmm.train(prices, strategy, pool, cfg, resume=folder, progress=False)
+    cols = [c for c in whole.evaluations.columns if c.startswith("probe")]
+    assert cols
+    # the same bouts and parameters, the same computations: bit for bit
+    np.testing.assert_array_equal(resumed.evaluations[cols].to_numpy(), whole.evaluations[cols].to_numpy())
+    np.testing.assert_array_equal(resumed.extras["probe_starts"], whole.extras["probe_starts"])
+
+
+def test_training_png_draws_probe_and_running_mean(tmp_path):
+    from tfmm.plots import running_mean
+
+    np.testing.assert_allclose(running_mean([1.0, 3.0, np.nan, 5.0], 2), [1.0, 2.0, 3.0, 5.0])  # exact halves
+    prices, pool, strategy = _small_setup()
+    tfmm.train(prices, strategy, pool, _cfg(n_iterations=3), run_dir=tmp_path / "r", progress=False)
+    assert (tmp_path / "r" / "training.png").stat().st_size > 0
+    assert "probe_mean" in (tmp_path / "r" / "evaluations.csv").read_text().splitlines()[0]
+
+
+def test_plateau_cuts_the_rate_when_a_positive_objective_is_flat():
+    # the trainer feeds minus the objective: a flat objective of +1 is a value of -1 at every step; with
+    # optax's relative test (rtol 1e-4, atol 0) -1 < (1 - 1e-4) (-1) counted as an improvement forever
+    cfg = tfmm.TrainConfig(learning_rate=0.1, clip_norm=None, plateau_patience=2, plateau_factor=0.5)
+    opt = make_optimizer(cfg)
+    params = _tree([0.0])
+    state = opt.init(params)
+    steps = []
+    for _ in range(8):
+        u, state = opt.update(_tree([1.0]), state, params, value=-1.0)
+        steps.append(float(np.abs(np.asarray(u["log_k"]))[0]))
+    assert steps[0] == pytest.approx(0.1, rel=1e-6)  # Adam's first step is the rate (eps = 1e-8 relative)
+    assert steps[-1] <= 0.05 + 1e-9  # at least one cut; 1e-9: float rounding of Adam's normalised step

@@ -10,7 +10,8 @@ from tfmm import training
 from tfmm.api import make_request
 
 torch = pytest.importorskip("torch")
-from tfmm.backends.torch.optim import plateau_init, plateau_update, schedule_multiplier  # noqa: E402
+from tfmm.backends.torch.optim import (TRAIN_PLATEAU_ATOL, TRAIN_PLATEAU_RTOL, plateau_init,  # noqa: E402
+                                      plateau_update, schedule_multiplier)
 
 DAY = 1440
 POOL = tfmm.Pool(fee=0.003, chunk_period=DAY)
@@ -304,7 +305,8 @@ def test_plateau_scale_matches_optax_reduce_on_plateau():
     ], axis=1)
     n = values.shape[1]
     for kwargs in (dict(factor=0.5, patience=3),
-                   dict(factor=0.3, patience=2, cooldown=2, accumulation_size=3, min_scale=0.05, atol=0.01)):
+                   dict(factor=0.3, patience=2, cooldown=2, accumulation_size=3, min_scale=0.05, atol=0.01),
+                   dict(factor=0.5, patience=3, rtol=TRAIN_PLATEAU_RTOL, atol=TRAIN_PLATEAU_ATOL)):  # as trained
         reference = optax.contrib.reduce_on_plateau(**kwargs)
         ref_update = jax.jit(jax.vmap(lambda u, s, v, ref=reference: ref.update(u, s, value=v)))
         ref_state = jax.vmap(reference.init)(jnp.zeros((n, 1)))
@@ -321,3 +323,33 @@ def test_plateau_scale_matches_optax_reduce_on_plateau():
         assert (scales[-1, :3] < 1).all()
         assert (scales[:, 3] == 1).all() == (kwargs.get("atol", 0.0) == 0.0)
         assert len({tuple(column) for column in scales[:, :3].T}) == 3  # each set at its own steps
+
+
+# --- the probe and the plateau arguments, as on JAX -------------------------------------------------------------
+
+def test_both_trainers_pass_the_same_plateau_tolerances():
+    pytest.importorskip("jax")
+    from tfmm.backends.jax.optim import PLATEAU_ATOL, PLATEAU_RTOL
+
+    assert (TRAIN_PLATEAU_RTOL, TRAIN_PLATEAU_ATOL) == (PLATEAU_RTOL, PLATEAU_ATOL)
+    state = plateau_init(1, torch.float64)
+    for _ in range(4):  # a flat positive objective (value -1): no improvement after the first, so a cut
+        state = plateau_update(state, torch.tensor([-1.0], dtype=torch.float64), factor=0.5, patience=3,
+                               rtol=TRAIN_PLATEAU_RTOL, atol=TRAIN_PLATEAU_ATOL)
+    assert float(state["scale"][0]) == 0.5
+
+
+def test_probe_on_torch_equals_value_and_grad():
+    prices, strategy = _prices(), _strategy()
+    cfg = _cfg(n_iterations=3, probe_size=3)
+    with tfmm.use("torch"):
+        result = tfmm.train(prices, strategy, POOL, cfg, progress=False)
+        ev = result.evaluations
+        assert ev["step"].tolist() == [0, 2, 3]
+        starts = result.extras["probe_starts"]
+        value, _ = tfmm.value_and_grad(prices, strategy.with_params(result.extras["final_params"]), POOL,
+                                       start=starts, length=cfg.bout_length, objective=cfg.objective,
+                                       mode=cfg.mode, smoothing=cfg.smoothing)
+    logged = ev.iloc[-1][[f"probe_set{i}" for i in range(cfg.n_sets)]].to_numpy(float)
+    # the trainer's value-and-gradient function and the public one run the same eager ops: equal to rounding
+    np.testing.assert_allclose(logged, np.asarray(value.detach()), rtol=1e-9, atol=1e-12)

@@ -1,4 +1,4 @@
-"""The ``tfmm`` command line: ``info``, ``data``, ``simulate``, ``train``, ``evaluate``, ``diagnose``.
+"""The ``tfmm`` command line: ``info``, ``data``, ``simulate``, ``train``, ``evaluate``, ``diagnose``, ``study``.
 
 Each subcommand NAME has ``_add_NAME(subparsers)``, which declares its arguments, and ``_cmd_NAME(args) -> int``,
 which runs it and returns the exit status; :func:`build_parser` calls every function listed in ``_SUBCOMMANDS``.
@@ -431,9 +431,53 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- tfmm study
+
+STUDIES = ("stability",)
+
+
+def _add_study(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "study", help="reproducible studies (stability: training from many seeds under several configurations)",
+        description="stability: trains the same strategy from N initialisations under the naive, stabilised and "
+                    "ablation configurations on real data and writes results.json, table.md, table.csv and "
+                    "curves PNGs (bench/study_stability.py; needs a source checkout with bench/).")
+    p.add_argument("study", choices=STUDIES, help="which study")
+    p.add_argument("--quick", action="store_true", help="small version (under 5 minutes)")
+    p.add_argument("--out", default="docs/stability", help="output folder (default docs/stability)")
+    p.add_argument("--n-seeds", type=int, default=None, help="runs per configuration (default 32; quick 8)")
+    p.add_argument("--cases", nargs="*", default=None, help="subset of the study's cases")
+    p.add_argument("--configs", nargs="*", default=None, help="subset of the study's configurations")
+    p.set_defaults(func=_cmd_study)
+
+
+def _study_module() -> Any:
+    """bench/study_stability.py of the source checkout this tfmm is imported from."""
+    import importlib.util
+
+    path = Path(tfmm.__file__).resolve().parent.parent / "bench" / "study_stability.py"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: tfmm study runs from a source checkout (bench/ beside tfmm/)")
+    spec = importlib.util.spec_from_file_location("tfmm_study_stability", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    if args.n_seeds is not None and args.n_seeds < 1:
+        raise ValueError(f"--n-seeds={args.n_seeds} is invalid: allowed an integer >= 1")
+    _check_writable(Path(args.out))
+    study = _study_module()
+    study.run_study(args.out, quick=args.quick, n_seeds=args.n_seeds, cases=args.cases, configs=args.configs,
+                    log=lambda line: print(line, flush=True))
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- entry point
 
-_SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_info, _add_data, _add_simulate, _add_train, _add_evaluate, _add_diagnose)
+_SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_info, _add_data, _add_simulate, _add_train, _add_evaluate, _add_diagnose,
+                                                       _add_study)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,17 +17,39 @@ def _pyplot():
     return plt
 
 
+def running_mean(values: Any, window: int) -> np.ndarray:
+    """Trailing running mean over ``window`` points (fewer at the start); NaN points are skipped."""
+    x = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(x)
+    total = np.cumsum(np.where(ok, x, 0.0))
+    count = np.cumsum(ok)
+    lag_total = np.concatenate([np.zeros(window), total[:-window]]) if x.size > window else np.zeros_like(total)
+    lag_count = np.concatenate([np.zeros(window), count[:-window]]) if x.size > window else np.zeros_like(count)
+    n = count - lag_count
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (total - lag_total) / np.maximum(n, 1), np.nan)
+
+
 def plot_training_curves(history: Any, evaluations: Any, path: Path) -> None:
-    """Objective per step (per set, thin) and validation objective per evaluation."""
+    """Left: the per-step batch objective (mean over sets, thin) with its running mean, and the probe objective
+    (fixed bouts, every evaluation) per set and its mean. Right: validation objective per evaluation."""
     plt = _pyplot()
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4))
-    set_cols = [c for c in history.columns if c.startswith("objective_set")]
+    steps = np.asarray(history["step"])
+    window = max(5, len(steps) // 20)
+    ax0.plot(steps, history["objective"], lw=0.6, alpha=0.4, color="0.5", label="batch objective (mean over sets)")
+    ax0.plot(steps, running_mean(history["objective"], window), lw=1.5, color="k",
+             label=f"batch objective, running mean of {window}")
+    probe_cols = [c for c in evaluations.columns if c.startswith("probe_set")]
+    for col in probe_cols:
+        ax0.plot(evaluations["step"], evaluations[col], lw=0.7, ls="--", alpha=0.6)
+    if "probe_mean" in evaluations.columns:
+        ax0.plot(evaluations["step"], evaluations["probe_mean"], marker="o", ms=3, lw=1.5, color="C3",
+                 label="probe objective (fixed bouts), mean over sets")
+    ax0.set(xlabel="step", ylabel="training objective (training mode)", title="training")
+    ax0.legend(fontsize=7)
+    set_cols = [c for c in evaluations.columns if c.startswith("validation_set")]
     for col in set_cols:
-        ax0.plot(history["step"], history[col], lw=0.6, alpha=0.5)
-    ax0.plot(history["step"], history["objective"], lw=1.5, color="k", label="mean over sets")
-    ax0.set(xlabel="step", ylabel="training objective (smooth mode)", title="training")
-    ax0.legend()
-    for col in [c for c in evaluations.columns if c.startswith("validation_set")]:
         ax1.plot(evaluations["step"], evaluations[col], marker="o", ms=3, lw=0.8, label=col.replace("validation_", ""))
     ax1.set(xlabel="step", ylabel="validation objective (exact mode)", title="validation")
     if len(set_cols) <= 8:

@@ -17,7 +17,11 @@ DESIGN.md section 7, all on by default:
   whose gate or candidate selection lies within its temperature of the boundary (NaN on other steps: it
   needs an extra exact-path pass);
 - every ``eval_every`` steps: exact-mode metrics on the validation period for every parameter set,
-  best parameters kept per set, early stopping on ``patience``; final exact-mode test metrics.
+  best parameters kept per set, early stopping on ``patience``; final exact-mode test metrics;
+- a training-progress signal beside validation: the training objective (training mode) of every parameter
+  set on a fixed *probe* batch of ``probe_size`` training bouts, drawn once from the seed (so a resumed run
+  probes the same bouts), at step 0 and every ``eval_every`` steps (evaluations columns ``probe_set{i}``,
+  ``probe_mean``). Unlike the per-step objective it is not confounded by the changing batch.
 
 Run folders: a folder holding a run is refused unless resumed or ``overwrite=True``; everything (inputs,
 a resumed checkpoint and its fingerprint of prices, strategy, pool and TrainConfig) is validated before
@@ -77,7 +81,8 @@ class TrainResult:
 
     strategy: best parameters by validation objective (a single set); strategies_per_set: the best of
     every set; history: one row per step; evaluations: one row per validation pass; validation, test:
-    exact-mode metrics of ``strategy``; run_dir: where the run was written (or None).
+    exact-mode metrics of ``strategy``; run_dir: where the run was written (or None); extras: also
+    ``final_params`` (every set's parameters after the last step, numpy) and ``probe_starts``.
     """
 
     strategy: Strategy
@@ -171,6 +176,43 @@ def sample_starts(candidates: np.ndarray, batch_size: int, step: int, seed: int,
     else:
         idx = rng.integers(0, n, size=batch_size)
     return np.sort(candidates[idx])
+
+
+PROBE_STREAM = 2_000_003  # the probe's random stream, apart from the per-step draws and the initialisation
+
+
+def probe_size(config: TrainConfig) -> int:
+    """Bouts of the probe batch (``config.probe_size``, None -> ``batch_size``; 0: no probe)."""
+    return config.batch_size if config.probe_size is None else config.probe_size
+
+
+def probe_starts(candidates: np.ndarray, config: TrainConfig) -> np.ndarray:
+    """The probe batch: ``probe_size`` training-bout starts, one from each of as many equal strata of the
+    candidates (drawn with replacement when there are fewer candidates), from the seed alone."""
+    size = probe_size(config)
+    if size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return sample_starts(candidates, size, PROBE_STREAM, config.seed, "stratified")
+
+
+def probe_objective(trainer: Any, params: Any, opt_state: Any, static_inputs: tuple, starts: np.ndarray,
+                    batch_size: int) -> np.ndarray:
+    """Per-set training objective of ``params`` on the probe ``starts`` (mean over the bouts), nothing
+    updated. A probe whose size is a multiple of ``batch_size`` runs in batches of that size through the
+    trainer's compiled step (the mean of equal batches' means is the mean); otherwise in one batch."""
+    chunk = batch_size if starts.size % batch_size == 0 else starts.size
+    parts = [np.asarray(trainer.objective(params, opt_state, static_inputs + (trainer.starts(starts[i:i + chunk]),)),
+                        dtype=np.float64) for i in range(0, starts.size, chunk)]
+    return np.mean(parts, axis=0)
+
+
+def _probe_row(values: np.ndarray | None) -> dict[str, float]:
+    if values is None:
+        return {}
+    finite = np.isfinite(values)
+    row = {f"probe_set{i}": float(v) for i, v in enumerate(values)}
+    row["probe_mean"] = float(np.mean(values[finite])) if finite.any() else float("nan")
+    return row
 
 
 def initial_param_sets(strategy: Strategy, n_sets: int, seed: int, noise: float) -> dict[str, np.ndarray]:
@@ -557,9 +599,17 @@ def train(
         # the initial parameters are candidates too: training never returns worse on validation than its start
         val0 = _validate_sets(prices, strategy, pool, config, periods, params0, 0, nonfinite_validations)
         best_value = val0.copy()
-        eval_rows.append({"step": 0, **{f"validation_set{i}": float(v) for i, v in enumerate(val0)},
-                          "validation_best": float(np.max(best_value))})
     static_inputs = trainer.static_inputs(request)
+    probe = probe_starts(candidates, config)
+
+    def probe_values(current_params: Any, current_state: Any) -> np.ndarray | None:
+        if probe.size == 0:
+            return None
+        return probe_objective(trainer, current_params, current_state, static_inputs, probe, config.batch_size)
+
+    if state_np is None:
+        eval_rows.append({"step": 0, **{f"validation_set{i}": float(v) for i, v in enumerate(val0)},
+                          "validation_best": float(np.max(best_value)), **_probe_row(probe_values(params, opt_state))})
     t0 = time.perf_counter()
     stopped_early = False
     steps = range(start_step, config.n_iterations)
@@ -640,7 +690,8 @@ def train(
                 evals_since_improvement = 0 if improved.any() else evals_since_improvement + 1
                 row.update(_boundary_row(prices, strategy, pool, config, starts[0], params_np))
                 eval_rows.append({"step": step + 1, **{f"validation_set{i}": float(v) for i, v in enumerate(val)},
-                                  "validation_best": float(np.max(best_value))})
+                                  "validation_best": float(np.max(best_value)),
+                                  **_probe_row(probe_values(params, opt_state))})
                 if config.patience is not None and evals_since_improvement >= config.patience:
                     stopped_early = True
             if run_path is not None and ((step + 1) % config.checkpoint_every == 0 or done or stopped_early):
@@ -679,7 +730,8 @@ def train(
         evaluations=pd.DataFrame(eval_rows), validation=validation, test=test, periods=periods,
         best_set=best_set, stopped_early=stopped_early, wall_time_s=time.perf_counter() - t0, run_dir=run_path,
         extras={"updates_applied": updates_applied, "selected_on": selected_on,
-                "nonfinite_validations": nonfinite_validations},
+                "nonfinite_validations": nonfinite_validations, "final_params": trainer.to_numpy(params),
+                "probe_starts": probe},
     )
     if run_path is not None:
         write_run(result, prices, pool, config)

@@ -17,6 +17,13 @@ import optax
 
 from tfmm.specs import TrainConfig
 
+# Plateau test of the training loop: the value fed is minus the objective, which has either sign, so the
+# tolerance is absolute only (an improvement is a value below the best by more than 1e-8). optax's default
+# relative tolerance, ``value < (1 - rtol) best``, counts a flat or slightly worse objective as an
+# improvement whenever the objective is positive (best < 0), and then never cuts the rate.
+# backends/torch/optim.py passes the same two numbers (docs/decisions.md).
+PLATEAU_RTOL, PLATEAU_ATOL = 0.0, 1e-8
+
 
 def learning_rate_schedule(config: TrainConfig) -> Callable[[Any], Any]:
     """Step -> learning rate for ``config.schedule`` (constant, cosine, warmup_cosine, exponential)."""
@@ -45,7 +52,8 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformationExtraArgs
     else:
         parts.append(optax.adamw(schedule, weight_decay=config.weight_decay))
     if config.plateau_patience > 0:
-        parts.append(optax.contrib.reduce_on_plateau(factor=config.plateau_factor, patience=config.plateau_patience))
+        parts.append(optax.contrib.reduce_on_plateau(factor=config.plateau_factor, patience=config.plateau_patience,
+                                                     rtol=PLATEAU_RTOL, atol=PLATEAU_ATOL))
     return optax.chain(*parts)
 
 
@@ -123,6 +131,13 @@ class JaxTrainer:
 
     def step(self, params: dict[str, Any], state: Any, inputs: tuple) -> tuple[Any, Any, dict[str, Any]]:
         return self._step(params, state, *inputs)
+
+    def objective(self, params: dict[str, Any], state: Any, inputs: tuple) -> np.ndarray:
+        """Per-set objective (as the step sees it: training mode, ``clip_objective`` applied) of ``params``
+        on the bouts of ``inputs``, nothing updated. Runs the compiled step and drops its update, so a batch
+        of the training batch's size costs no compilation."""
+        _, _, stats = self._step(params, state, *inputs)
+        return np.asarray(stats["objective"])
 
     def learning_rate(self, step: int, state: Any) -> np.ndarray:
         """Effective learning rate per set at ``step``: schedule(step) x plateau scale."""

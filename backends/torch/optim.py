@@ -23,8 +23,9 @@ Decisions:
 - **Clipping per set**: ``g_i <- g_i min(1, c / ||g_i||)`` with ``||g_i||`` the norm over all of set
   ``i``'s parameters (optax's formula: ``torch.nn.utils.clip_grad_norm_`` divides by ``||g|| + 1e-6``
   instead, a relative difference of ``1e-6 / ||g||`` that is large for small gradients).
-- **Plateau reduction** is :func:`plateau_update`, optax's ``contrib.reduce_on_plateau`` (rtol 1e-4,
-  atol 0, cooldown 0, accumulation 1, min scale 0) vectorised over sets, fed minus the set's objective;
+- **Plateau reduction** is :func:`plateau_update`, optax's ``contrib.reduce_on_plateau`` (cooldown 0,
+  accumulation 1, min scale 0; the trainer passes rtol 0, atol 1e-8, as the JAX trainer does) vectorised
+  over sets, fed minus the set's objective;
   the scale after this step's value multiplies this step's update. ``ReduceLROnPlateau`` is not used: it
   reduces after ``patience + 1`` steps without improvement (optax after ``patience``), skips reductions
   smaller than ``eps = 1e-8`` in absolute rate, and rewrites the group's ``lr``, which ``LambdaLR``
@@ -46,6 +47,9 @@ from tfmm.backends.torch.backend import torch_dtype
 from tfmm.specs import TrainConfig
 
 PLATEAU_RTOL, PLATEAU_ATOL = 1e-4, 0.0  # optax.contrib.reduce_on_plateau's defaults
+# what the trainer passes (the JAX trainer passes the same): an absolute tolerance only, because the value fed
+# is minus the objective, of either sign; optax's relative test counts a flat positive objective as improving
+TRAIN_PLATEAU_RTOL, TRAIN_PLATEAU_ATOL = 0.0, 1e-8
 
 
 def schedule_multiplier(config: TrainConfig) -> Callable[[int], float]:
@@ -182,7 +186,8 @@ class TorchTrainer:
         new_state: dict[str, Any] = {}
         if "plateau" in state:
             plateau = plateau_update(state["plateau"], -torch.where(finite, per_set, torch.zeros_like(per_set)),
-                                     factor=self.config.plateau_factor, patience=self.config.plateau_patience)
+                                     factor=self.config.plateau_factor, patience=self.config.plateau_patience,
+                                     rtol=TRAIN_PLATEAU_RTOL, atol=TRAIN_PLATEAU_ATOL)
             new_state["plateau"] = {k: torch.where(finite, v, fresh["plateau"][k]) for k, v in plateau.items()}
             scale = new_state["plateau"]["scale"]
         factor = clip_factor(grad_norm, self.config.clip_norm)
@@ -202,6 +207,12 @@ class TorchTrainer:
                 new_state["exp_avg_sq"][k][i] = row["exp_avg_sq"][j]
             new_state["step"][i] = row["step"]
         return new_params, new_state, stats
+
+    def objective(self, params: dict[str, torch.Tensor], state: Any, inputs: tuple) -> np.ndarray:
+        """Per-set objective (as the step sees it: training mode, ``clip_objective`` applied) of ``params``
+        on the bouts of ``inputs``, nothing updated (the step's value-and-gradient function, gradient dropped)."""
+        (_, per_set), _ = self._value_and_grad(params, *inputs)
+        return per_set.detach().cpu().numpy()
 
     def learning_rate(self, step: int, state: Any) -> np.ndarray:
         """Effective learning rate per set at ``step``: schedule(step) x plateau scale."""
