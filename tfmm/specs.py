@@ -38,7 +38,7 @@ from tfmm.core.strategies.registry import MIXING_PARAMETER, LiveMapping, LiveNam
 K_MAX = 2.0**40
 
 # Live views of the strategy registry (tfmm.core.strategies.registry), so they include user strategies
-# registered with register_strategy. Trainable parameters of each strategy (MATH.md section 5), all per
+# registered with register_strategy. Trainable parameters of each strategy (docs/math.md section 5), all per
 # asset: shape (n,) or (sets, n).
 STRATEGY_PARAMETERS: Mapping[str, tuple[str, ...]] = LiveMapping(registry.parameters_by_name)
 DELTA_RULES: Sequence[str] = LiveNames(lambda: registry.names_of_kind("delta"))
@@ -607,7 +607,7 @@ def _forget_compiled(name: str) -> None:
 
 @dataclass(frozen=True)
 class Smoothing:
-    """Temperatures of smooth mode (MATH.md sections 2.5, 2.4 and 3.4).
+    """Temperatures of smooth mode (docs/math.md sections 2.5, 2.4 and 3.4).
 
     gate_temperature: USD, gate = sigmoid((profit - gas - cost) / gate_temperature);
     selection: "softmax" (mixture), "straight_through" (exact forward, softmax backward) or "hard";
@@ -653,7 +653,7 @@ SAMPLINGS = ("uniform", "stratified")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training settings (DESIGN.md sections 6 and 7); every stability fix is on by default.
+    """Training settings (docs/stability.md); every stability fix is on by default.
 
     split: fractions (train, validation, test) of the rows after the burn-in, in time order;
     burn_in: minutes before the first training row that only warm the estimators (None -> about three

@@ -1,10 +1,10 @@
 """Training policy, backend-neutral: periods, bout sampling, evaluation, NaN guard, logging, checkpoints.
 
-DESIGN.md section 7, all on by default:
+the stability fixes of tfmm (docs/stability.md measures each), all on by default:
 
 - one learning-rate schedule applied once inside the optimizer (the backend adapter builds
   ``chain(clip_by_global_norm, adam(schedule), reduce_on_plateau)``), global-norm clipping on;
-- bout starts sampled on chunk boundaries inside the training period (MATH 1);
+- bout starts sampled on chunk boundaries inside the training period (math.md 1);
 - one dtype end to end (params, prices and optimizer state);
 - a NaN or Inf in the objective or a gradient stops training (``nan_policy="raise"``) with a report
   naming the step, the parameter set, the bout starts and the first non-finite quantity, or, with
