@@ -1,6 +1,6 @@
 """Training policy, backend-neutral: periods, bout sampling, evaluation, NaN guard, logging, checkpoints.
 
-the stability fixes of tfmm (docs/stability.md measures each), all on by default:
+The stability fixes of tfmm (docs/stability.md measures each), all on by default:
 
 - one learning-rate schedule applied once inside the optimizer (the backend adapter builds
   ``chain(clip_by_global_norm, adam(schedule), reduce_on_plateau)``), global-norm clipping on;
