@@ -1,6 +1,6 @@
 """Where an exact-mode path sits on a decision boundary, measured with the reference's own functions.
 
-Exact mode makes hard decisions every minute and phase: which candidate (MATH 2.4, first maximum of the
+Exact mode makes hard decisions every minute and phase: which candidate (math.md 2.4, first maximum of the
 profits, the zero trade of an invalid candidate included) and whether to execute it (the gate,
 ``profit - gas - 0.5 arb_fee sum_i |Delta_i| p_i >= 0``). The core computes profits without cancellation
 (``C sum_A wh (expm1(u) - u) >= 0``, tfmm/core/g3m.py); the reference computes ``Rt - R`` and ``-Delta . p``
@@ -10,7 +10,7 @@ differently and their paths part; both are right to rounding.
 
 The common case (parity_tests/test_parity_jax_reference.py, seed 777): with gas = arb_fee = 0, Phase A
 leaves the pool at the edge of its no-arbitrage band, and Phase B (weights moved a little) finds a tiny
-wrong-direction candidate that the 1e-9 invariant tolerance admits (MATH 2.3), whose exact profit is
+wrong-direction candidate that the 1e-9 invariant tolerance admits (math.md 2.3), whose exact profit is
 second order (~1e-10 USD on a 1e6 USD pool) and whose gate margin is therefore that profit: the core
 executes it, the reference's ``-Delta . p`` rounds to ~-7e-10 and it keeps the zero trade.
 

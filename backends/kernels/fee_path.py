@@ -1,6 +1,6 @@
 """The fee path as one compiled loop over minutes, forward and reverse (Numba, CPU).
 
-A second implementation of the pool step of :func:`tfmm.core.g3m.fee_reserves` (MATH 2.3-2.5), held to it
+A second implementation of the pool step of :func:`tfmm.core.g3m.fee_reserves` (math.md 2.3-2.5), held to it
 by tests (``tests/test_fee_kernel.py``) and independent of the reference. Units: reserves in tokens, prices
 in USD per token, gas and profits in USD, fee rates dimensionless.
 
@@ -59,7 +59,7 @@ import os
 import numba as nb
 import numpy as np
 
-INVARIANT_TOLERANCE = 1e-9  # MATH 2.3, the same value as tfmm.core.g3m
+INVARIANT_TOLERANCE = 1e-9  # math.md 2.3, the same value as tfmm.core.g3m
 LOG_FLOOR = math.log1p(-INVARIANT_TOLERANCE)
 SELECTIONS = {"hard": 0, "softmax": 1, "straight_through": 2}
 INV_E = math.exp(-1.0)
@@ -639,7 +639,7 @@ def _check_inputs(settings: FeePathSettings, r0, weights, prices, fee, gas, arb_
 
 
 def forward(settings: FeePathSettings, r0, weights, prices, fee, gas, arb_fee):
-    """Reserves and fees of a pool with fees arbitraged every minute (MATH 2.5), for any batch.
+    """Reserves and fees of a pool with fees arbitraged every minute (math.md 2.5), for any batch.
 
     r0 (..., n) tokens; weights, prices (..., T, n); fee, gas (USD), arb_fee (..., T) per row (row 0 unused);
     leading axes broadcast. Returns ``(reserves (B..., T, n), fees (B..., T), residuals)`` in float64 with

@@ -1,11 +1,11 @@
-"""G3M pool reserves: the zero-fee closed form and the per-minute arbitrage step with fees (MATH.md section 2).
+"""G3M pool reserves: the zero-fee closed form and the per-minute arbitrage step with fees (docs/math.md section 2).
 
 Written once against the Array API (``bk.xp``) plus the backend primitives (``bk.scan``, ``bk.where``,
 ``bk.cumsum``, ``bk.softmax``, ``bk.sigmoid``, ``bk.one_hot``, ``bk.argmax``, ``bk.stop_gradient``), so the
 same code runs under JAX and torch, inside ``jit`` and ``vmap``. Units: reserves in tokens, prices in USD per
 token; profits, gas, costs and fees in USD; fee rates dimensionless.
 
-Candidate trades (MATH 2.3) in the form evaluated here. For a signature ``sigma`` with active set ``A``,
+Candidate trades (math.md 2.3) in the form evaluated here. For a signature ``sigma`` with active set ``A``,
 ``S_A = sum_{j in A} w_j``, ``wh = w / S_A``, ``g_i = gamma`` where ``sigma_i = +1`` (else 1):
 
     y_i = R_i p_i / (g_i wh_i)        (USD; all equal at the candidate's optimum)
@@ -13,7 +13,7 @@ Candidate trades (MATH 2.3) in the form evaluated here. For a signature ``sigma`
     Rt_i = R_i exp(-u_i),   Delta_i = (R_i / g_i) expm1(-u_i),
     profit = -Delta . p = sum_A wh_i y_i - C = C sum_A wh_i (expm1(u_i) - u_i)   (weighted AM - GM >= 0)
 
-which is MATH's ``Rt_i = K_A (wh_i g_i / p_i) exp(sum_A wh_j log(p_j / (g_j wh_j)))``,
+which is math.md's ``Rt_i = K_A (wh_i g_i / p_i) exp(sum_A wh_j log(p_j / (g_j wh_j)))``,
 ``Delta_i = (Rt_i - R_i) / g_i`` rearranged. ``u`` comes from logs of the ratios ``y_i / y_r`` (``r`` the
 row's first active asset), which are close to 1 near equilibrium. **[fix]** Computing ``Rt - R`` and
 ``-Delta . p`` directly cancels: a trade of 1e-4 of the pool has a profit of ~1e-8 of the pool, below the
@@ -22,9 +22,9 @@ rounding of its legs in float32 (~1e-7), so the gate executed rounding noise and
 1.5-2x in the scan body (bench/README.md). The scan body computes the ratios, ``S x n`` logs and ``expm1``s,
 validity, profits, selection and the gate; weights and prices enter per minute.
 
-Decisions where MATH.md is silent, or where this module picks a formulation:
+Decisions where docs/math.md is silent, or where this module picks a formulation:
 
-- Validity (MATH 2.3: ``R + Delta > 0`` and ``K(R + g' Delta) >= K(R) (1 - 1e-9)``, ``g'_i = gamma`` where
+- Validity (math.md 2.3: ``R + Delta > 0`` and ``K(R + g' Delta) >= K(R) (1 - 1e-9)``, ``g'_i = gamma`` where
   ``Delta_i > 0``, else 1) is evaluated without the rounding of the identity every candidate satisfies by
   construction, ``K(R + g Delta) = K(R)`` (``g`` from the signature). Dividing by it,
   ``log K(R + g' Delta) - log K(R) = sum_i w_i log1p(c_i)``, ``c_i = (g'_i - g_i) Delta_i / (R_i + g_i Delta_i)``:
@@ -32,13 +32,13 @@ Decisions where MATH.md is silent, or where this module picks a formulation:
   not. ``log1p(c)`` is taken as ``c - c^2 / 2``: where the test is close (the sum within 1e-9) ``|c|`` is
   below ``1e-9 / w_i`` and the neglected ``|c|^3 / 3`` is some 1e-11 of the tolerance, far below the
   rounding of any literal evaluation of ``K``; where it is not close the sign of the comparison is the same.
-  This is MATH's test in exact arithmetic, and it keeps the 1e-9 tolerance meaningful in float32 (a literal
+  This is math.md's test in exact arithmetic, and it keeps the 1e-9 tolerance meaningful in float32 (a literal
   float32 evaluation of ``K`` has rounding errors near 1e-6; a tolerance large enough to absorb them would
   accept wrong-direction trades of up to ``tol / f`` of the pool). It differs from a literal float64
   evaluation only for trades that drain a reserve to about 1e-9 of itself, where the literal ``K(R + g Delta)``
   itself rounds by more than the tolerance.
 - The tolerance admits wrong-direction candidates whose invariant fall is below 1e-9 (``|Delta_i| / R_i``
-  up to about ``1e-9 / (f w_i)``), as MATH specifies, and an admitted one with a positive profit is
+  up to about ``1e-9 / (f w_i)``), as math.md specifies, and an admitted one with a positive profit is
   executed. Deep inside the no-arbitrage band a wrong-direction candidate has ``|Delta| / R`` of order
   ``f`` and lowers the invariant by about ``f^2 w / 2``, so it is rejected unless the fee is below about
   1e-4. At the band's edge, where Phase A leaves the pool, it is as small as the distance to the edge and
@@ -57,12 +57,10 @@ Decisions where MATH.md is silent, or where this module picks a formulation:
   executed (mixed, in softmax mode) trade of each phase. ``trades`` (both phases' executed trades) are
   returned as the reserve changes ``R_t - R_{t-1}``, taken after the scan: equal to the sum of the two
   executed trades up to the rounding of the reserves (about 1e-16 of them), and one output fewer in the loop.
-- float32 works (inputs stay float32) but is lossy here: a trade ``Rt / g - R`` is resolved to a few ulps of
-  the reserves (``exp`` of the log-invariant, about 10 in size, carries ~10 eps), so a profit is resolved to
-  ~1e-7 of the pool's value, far coarser than the profits of the small trades at the band's edges. The gate
-  executes a trade when its computed profit clears the threshold, which selects rounding errors in the
-  arbitrageur's favour: measured against float64, a float32 pool lost 0.85% of its value over 30 days of
-  minutes (2 assets, fee 0.3%, momentum weights), about 2e-7 per minute. Use float64 to evaluate pools.
+- float32 works (inputs stay float32): with the cancellation-free profits above, a 30-day float32 bout stays
+  within about 1e-5 of float64 on the scan (1.2e-5 measured; 1.5e-7 on the fused kernel, which computes in
+  float64 and rounds once). An earlier literal form lost 0.85% over 30 days: the gate then executed
+  rounding noise in the arbitrageur's favour. Use float64 to evaluate pools.
 - Row 0 of every output is the initial state: reserves ``r0``, zero trade, zero fee; ``fee``, ``gas`` and
   ``arb_fee`` of row 0 are unused. Scalars are accepted for ``fee``, ``gas`` and ``arb_fee`` (broadcast to T).
 - Gradients stay finite: the scan takes logarithms of prices, weights and reserves only (the reserves stay
@@ -87,12 +85,12 @@ from typing import Any
 import numpy as np
 
 SIGNATURE_KINDS = ("pairwise", "all")
-INVARIANT_TOLERANCE = 1e-9  # MATH 2.3: relative fall of the fee-adjusted invariant accepted as "not falling"
+INVARIANT_TOLERANCE = 1e-9  # math.md 2.3: relative fall of the fee-adjusted invariant accepted as "not falling"
 LOG_FLOOR = float(np.log1p(-INVARIANT_TOLERANCE))
 
 
 def signature_matrix(n_assets: int, kind: str) -> np.ndarray:
-    """Trade-direction signatures ``sigma in {-1, 0, +1}^n`` (MATH 2.3), in ``itertools.product([1, 0, -1])`` order.
+    """Trade-direction signatures ``sigma in {-1, 0, +1}^n`` (math.md 2.3), in ``itertools.product([1, 0, -1])`` order.
 
     kind "pairwise": exactly one +1 and one -1, ``n (n - 1)`` rows; "all": at least one +1 and one -1,
     ``3^n - 2^(n+1) + 1`` rows. Returns an (S, n) int8 numpy array (static configuration, not traced).
@@ -110,14 +108,14 @@ def signature_matrix(n_assets: int, kind: str) -> np.ndarray:
 
 
 def initial_reserves(initial_value: Any, weights0: Any, prices0: Any, xp: Any) -> Any:
-    """``R_0 = V_0 w_0 / P_0`` (MATH 2.1): tokens, shape (n,); ``V_0`` in USD, ``P_0`` in USD per token."""
+    """``R_0 = V_0 w_0 / P_0`` (math.md 2.1): tokens, shape (n,); ``V_0`` in USD, ``P_0`` in USD per token."""
     prices0 = xp.asarray(prices0)
     weights0 = xp.asarray(weights0, dtype=prices0.dtype)
     return initial_value * weights0 / prices0
 
 
 def log_rebalancing_ratios(weights: Any, prices: Any, xp: Any) -> Any:
-    """``log(rho_p * rho_w)`` of MATH 2.2 for rows 1..T-1: shape (T - 1, n).
+    """``log(rho_p * rho_w)`` of math.md 2.2 for rows 1..T-1: shape (T - 1, n).
 
     With ``x = p_t / p_{t-1}`` and ``y = w_t / w_{t-1}``:
     ``log rho_i = sum_j w_{t-1,j} log x_j - log x_i + log y_i - sum_j w_{t,j} log y_j``.
@@ -130,7 +128,7 @@ def log_rebalancing_ratios(weights: Any, prices: Any, xp: Any) -> Any:
 
 
 def zero_fee_reserves(r0: Any, weights: Any, prices: Any, bk: Any) -> Any:
-    """Reserves of a fee-free pool arbitraged to equilibrium every minute (MATH 2.2), shape (T, n).
+    """Reserves of a fee-free pool arbitraged to equilibrium every minute (math.md 2.2), shape (T, n).
 
     ``R_t = r0 * exp(cumsum_{u <= t} log(rho_p,u * rho_w,u))``, row 0 = ``r0``: one parallel pass over time
     (``bk.cumsum``), no sequential scan. The per-asset part of ``log rho`` telescopes,
@@ -230,7 +228,7 @@ def _masked_sums(x: Any, mask: np.ndarray, xp: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# candidate trades (MATH 2.3)
+# candidate trades (math.md 2.3)
 
 
 @dataclass(frozen=True, eq=False)
@@ -274,7 +272,7 @@ def _candidates(reserves: Any, weights: Any, log_price_over_weight: Any, prices:
                 gm1: Any, rows: CandidateRows, bk: Any) -> tuple[Any, Any, Any]:
     """Every candidate trade of one state: (deltas (S, n), profits (S,), valid (S,)); invalid ones are zero.
 
-    Cancellation-free form of MATH 2.3. With ``y_i = R_i p_i / (g_i wh_i)`` (USD; equal for all active
+    Cancellation-free form of math.md 2.3. With ``y_i = R_i p_i / (g_i wh_i)`` (USD; equal for all active
     assets at the candidate's optimum), ``C = exp(sum_A wh_j log y_j)`` and ``u_i = log y_i - log C``:
 
         Rt_i = R_i exp(-u_i),   Delta_i = (R_i / g_i) expm1(-u_i),
@@ -340,7 +338,7 @@ def _candidates(reserves: Any, weights: Any, log_price_over_weight: Any, prices:
 
 def candidate_trades(reserves: Any, weights: Any, prices: Any, gamma: Any, signatures: np.ndarray,
                      bk: Any) -> tuple[Any, Any, Any]:
-    """MATH 2.3 for one pool state: the optimal trade of each signature, with its profit and validity.
+    """math.md 2.3 for one pool state: the optimal trade of each signature, with its profit and validity.
 
     reserves R (n,) tokens, weights w (n,), prices p (n,) USD, fee factor ``gamma = 1 - fee``, signatures (S, n).
     Returns (deltas (S, n) reserve changes, > 0 into the pool; profits (S,) USD ``= -Delta . p``; valid (S,)
@@ -359,7 +357,7 @@ def candidate_trades(reserves: Any, weights: Any, prices: Any, gamma: Any, signa
 
 
 # ----------------------------------------------------------------------------------------------------------
-# the per-minute step with fees (MATH 2.4, 2.5; docs/smooth_mode.md)
+# the per-minute step with fees (math.md 2.4, 2.5; docs/smooth_mode.md)
 
 
 def selection_weights(profits: Any, selectable: Any, smooth: bool, smoothing: Any, bk: Any) -> Any:
@@ -442,7 +440,7 @@ def _static(x: Any) -> np.ndarray | None:
 def fee_reserves(r0: Any, weights: Any, prices: Any, fee: Any, gas: Any, arb_fee: Any, signatures: np.ndarray,
                  *, smooth: bool, smoothing: Any, bk: Any,
                  checkpoint_every: int | None = None) -> tuple[Any, Any, Any]:
-    """Reserves of a pool with fees arbitraged every minute (MATH 2.5), exact or smooth mode.
+    """Reserves of a pool with fees arbitraged every minute (math.md 2.5), exact or smooth mode.
 
     r0 (n,) tokens; weights, prices (T, n); fee, gas (USD), arb_fee: (T,) per row (or scalars), row t's
     values apply to step t; signatures (S, n) from :func:`signature_matrix`; smoothing: a ``tfmm.Smoothing``
