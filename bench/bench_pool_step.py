@@ -1,10 +1,10 @@
 """Time the pool reserves of tfmm.core.g3m over one year of minutes (prints the numbers; writes nothing).
 
-fee_reserves (fee 0.3%, exact and smooth mode) and zero_fee_reserves, 2 assets, float64, JAX on CPU:
+reserves_with_fees (fee 0.3%, exact and smooth mode) and zero_fee_reserves, 2 assets, float64, JAX on CPU:
 forward and forward+grad (gradient of the mean pool value with respect to the weights and prices),
 jax.jit, block_until_ready, median of 3 runs after a warm-up; wall time and process CPU time (the scan is
 single-threaded; CPU time is less disturbed by other load on a shared machine). fee, gas and arb_fee are
-numpy constants by default (fee_reserves then specialises its loop); ``--traced-rates`` passes them as
+numpy constants by default (reserves_with_fees then specialises its loop); ``--traced-rates`` passes them as
 traced arguments instead.
 
     python bench/bench_pool_step.py [--minutes 525600] [--assets 2] [--checkpoint-every K] [--no-hoist]
@@ -62,7 +62,7 @@ def main() -> None:
     import tfmm
     from tfmm.core import g3m
 
-    bk = tfmm.backend._load("jax")
+    bk = tfmm.get_backend("jax")
     n, t = args.assets, args.minutes
     rng = np.random.default_rng(0)
     prices = np.exp(np.cumsum(rng.normal(0.0, 1e-3, (t, n)), axis=0)) * np.linspace(100.0, 3000.0, n)
@@ -76,7 +76,7 @@ def main() -> None:
     prices_j, weights_j = jnp.asarray(prices), jnp.asarray(weights)
 
     def mean_value(out, p):
-        """Mean pool value (USD); with fee_reserves' (reserves, trades, fees), plus the mean trade value and
+        """Mean pool value (USD); with reserves_with_fees' (reserves, trades, fees), plus the mean trade value and
         fees, so that every output is computed."""
         if isinstance(out, tuple):
             reserves, trades, fees = out
@@ -90,7 +90,7 @@ def main() -> None:
             r0 = g3m.initial_reserves(1e6, w[0], p[0], jnp)
             if not args.traced_rates:
                 fee_t, gas_t, arb_t = fee, zeros, zeros
-            return g3m.fee_reserves(r0, w, p, fee_t, gas_t, arb_t, sig, smooth=smooth, smoothing=smoothing,
+            return g3m.reserves_with_fees(r0, w, p, fee_t, gas_t, arb_t, sig, smooth=smooth, smoothing=smoothing,
                                     bk=bk, checkpoint_every=args.checkpoint_every)
         return f
 

@@ -78,7 +78,7 @@ def test_one_step_reserves_equal_reference(bk, state):
     ref, _, _ = rpool.simulate_reserves(r0, w, p, *per_row, rpool.signature_matrix(n, kind))
     # a decision within the reference's rounding of its boundary may go either way (reference_boundaries.py)
     assume(not step_near_boundary(ref, w, p, fee, gas, arb_fee, sigs))
-    scan, _, _ = g3m.fee_reserves(bk.asarray(r0), bk.asarray(w), bk.asarray(p), *per_row, sigs, smooth=False,
+    scan, _, _ = g3m.reserves_with_fees(bk.asarray(r0), bk.asarray(w), bk.asarray(p), *per_row, sigs, smooth=False,
                                   smoothing=None, bk=bk)
     kern = tfmm.get_backend(bk.name, fee_path="kernel")
     fused, _, _ = kern.reserves_with_fees(kern.asarray(r0), kern.asarray(w), kern.asarray(p),

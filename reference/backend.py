@@ -139,10 +139,6 @@ class ReferenceBackend:
             return float(values[0]), {k: v[0] for k, v in grads.items()}
         return values, grads
 
-    def value_and_grad(self, request: SimulationRequest, objective: str) -> tuple[Any, dict[str, np.ndarray]]:
-        """Alias of :meth:`value_and_grad_objective`."""
-        return self.value_and_grad_objective(request, objective)
-
     def __repr__(self) -> str:
         return "ReferenceBackend(numba, float64)"
 

@@ -115,18 +115,18 @@ def random_path(T, n, seed, vol=2e-3, weight_speed=0.05):
 
 @functools.lru_cache(maxsize=None)
 def jitted_fee_reserves(bk, kind, smoothing, n, checkpoint_every=None):
-    """fee_reserves under ``bk.jit`` for one static configuration (on JAX compiled once per shape)."""
+    """reserves_with_fees under ``bk.jit`` for one static configuration (on JAX compiled once per shape)."""
     sigs = g3m.signature_matrix(n, kind)
 
     def f(r0, W, P, fee, gas, arb_fee):
-        return g3m.fee_reserves(r0, W, P, fee, gas, arb_fee, sigs, smooth=smoothing is not None,
+        return g3m.reserves_with_fees(r0, W, P, fee, gas, arb_fee, sigs, smooth=smoothing is not None,
                                 smoothing=smoothing, bk=bk, checkpoint_every=checkpoint_every)
 
     return bk.jit(f)
 
 
 def run_fee(bk, r0, W, P, fee, gas=0.0, arb_fee=0.0, kind="all", smoothing=None):
-    """fee_reserves with every rate a (T,) backend array (traced, as the engine passes them); numpy out."""
+    """reserves_with_fees with every rate a (T,) backend array (traced, as the engine passes them); numpy out."""
     T, n = P.shape
     f = jitted_fee_reserves(bk, kind, smoothing, n)
     args = (r0, W, P, per_row(fee, T), per_row(gas, T), per_row(arb_fee, T))
@@ -436,7 +436,7 @@ def test_smooth_path_matches_reference(bk, selection):
 
 @pytest.mark.parametrize("n, smoothing", [(2, None), (3, tfmm.Smoothing(gate_temperature=3.0))])
 def test_static_and_traced_rates_agree(bk, n, smoothing):
-    """Rates known while tracing let fee_reserves leave out work (module docstring); results must not change."""
+    """Rates known while tracing let reserves_with_fees leave out work (module docstring); results must not change."""
     T = 120
     P, W = random_path(T, n, seed=29)
     r0 = 1e6 * W[0] / P[0]
@@ -445,7 +445,7 @@ def test_static_and_traced_rates_agree(bk, n, smoothing):
     fee_mixed[10:15] = 0.0
     for fee, gas, arb_fee in ((0.003, 0.0, 0.0), (fee_mixed, 0.5, 1e-3), (np.full(T, 0.01), 2.0, 0.0)):
         # numpy / Python rates: static (known while tracing)
-        static = g3m.fee_reserves(bk.asarray(r0), bk.asarray(W), bk.asarray(P), fee, gas, arb_fee, sigs,
+        static = g3m.reserves_with_fees(bk.asarray(r0), bk.asarray(W), bk.asarray(P), fee, gas, arb_fee, sigs,
                                   smooth=smoothing is not None, smoothing=smoothing, bk=bk)
         traced = run_fee(bk, r0, W, P, fee, gas, arb_fee, smoothing=smoothing)
         for a, b in zip(static, traced):
@@ -569,7 +569,7 @@ def test_float32_runs_in_float32_and_is_close(bk):
     for fee, gas, arb_fee in ((np.full(T, 0.003), 0.0, 0.0), (fee_mixed, 0.5, 1e-3)):
         for smoothing in (None, tfmm.Smoothing()):
             res64, _, fees64 = run_fee(bk, r0, W, P, fee, gas, arb_fee, smoothing=smoothing)
-            out = g3m.fee_reserves(f32(r0), f32(W), f32(P), f32(fee), f32(gas), f32(arb_fee), sigs,
+            out = g3m.reserves_with_fees(f32(r0), f32(W), f32(P), f32(fee), f32(gas), f32(arb_fee), sigs,
                                    smooth=smoothing is not None, smoothing=smoothing, bk=bk)
             assert all(np_dtype(x) == np.float32 for x in out)
             res32 = to_np(bk, out[0]).astype(np.float64)
@@ -600,7 +600,7 @@ def value_fn(bk, smoothing, kind="all", fee=0.003, gas=0.5, arb_fee=1e-3, checkp
         r0 = g3m.initial_reserves(1e6, W[0], P[0], xp)
         sigs = g3m.signature_matrix(P.shape[1], kind)
         rates = [bk.asarray(per_row(x, P.shape[0])) if traced else x for x in (fee, gas, arb_fee)]
-        res, _, _ = g3m.fee_reserves(r0, W, P, *rates, sigs, smooth=smoothing is not None,
+        res, _, _ = g3m.reserves_with_fees(r0, W, P, *rates, sigs, smooth=smoothing is not None,
                                      smoothing=smoothing, bk=bk, checkpoint_every=checkpoint_every)
         return xp.sum(res[-1] * P[-1]) + 1e-3 * xp.sum(res * P)
     return f
@@ -671,7 +671,7 @@ def test_single_row_and_shapes(bk):
     P, W = random_path(5, 3, seed=31)
     r0 = 1e6 * W[0] / P[0]
     for T in (1, 2, 5):
-        res, trades, fees = g3m.fee_reserves(bk.asarray(r0), bk.asarray(W[:T]), bk.asarray(P[:T]), 0.003, 0.0, 0.0,
+        res, trades, fees = g3m.reserves_with_fees(bk.asarray(r0), bk.asarray(W[:T]), bk.asarray(P[:T]), 0.003, 0.0, 0.0,
                                              g3m.signature_matrix(3, "all"), smooth=False, smoothing=None, bk=bk)
         assert tuple(res.shape) == (T, 3) and tuple(trades.shape) == (T, 3) and tuple(fees.shape) == (T,)
         np.testing.assert_array_equal(to_np(bk, res[0]), r0)
@@ -688,7 +688,7 @@ def test_jit_and_vmap_over_paths(bk):
 
     def one(w, p, fee):
         r0 = g3m.initial_reserves(1e6, w[0], p[0], bk.xp)
-        return g3m.fee_reserves(r0, w, p, fee, 0.0, 0.0, sigs, smooth=False, smoothing=None, bk=bk)[0]
+        return g3m.reserves_with_fees(r0, w, p, fee, 0.0, 0.0, sigs, smooth=False, smoothing=None, bk=bk)[0]
 
     fees = bk.asarray(np.array([0.003, 0.0, 0.01])[:, None] * np.ones((batch, T)))
     batched = to_np(bk, bk.jit(bk.vmap(one))(W, P, fees))

@@ -83,7 +83,7 @@ def scan_fn(signatures: tuple, smooth: bool, smoothing: tfmm.Smoothing):
     sig = np.asarray(signatures, dtype=np.int8)
 
     def f(r0, weights, prices, fee, gas, arb):
-        reserves, _, fees = g3m.fee_reserves(r0, weights, prices, fee, gas, arb, sig, smooth=smooth,
+        reserves, _, fees = g3m.reserves_with_fees(r0, weights, prices, fee, gas, arb, sig, smooth=smooth,
                                              smoothing=smoothing, bk=bk)
         return reserves, fees
 

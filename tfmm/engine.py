@@ -256,7 +256,7 @@ class EngineBackend:
     """Mixin for array backends: simulate / value_and_grad_objective / metrics through one shared
     :class:`ArrayEngine` over the backend's own primitives, and the fee path as an overridable operation.
 
-    ``fee_path``: "scan" runs :func:`tfmm.core.g3m.fee_reserves` (the core's per-minute scan); "kernel" the
+    ``fee_path``: "scan" runs :func:`tfmm.core.g3m.reserves_with_fees` (the core's per-minute scan); "kernel" the
     fused CPU kernel of :mod:`tfmm.backends.kernels.fee_path` through the backend's :meth:`fee_kernel`
     (a differentiable wrapper); "auto" (default) the kernel where the arrays live on the CPU, else the scan.
     """
@@ -274,9 +274,9 @@ class EngineBackend:
     def reserves_with_fees(self, r0: Any, weights: Any, prices: Any, fee: Any, gas: Any, arb_fee: Any,
                            signatures: np.ndarray, *, smooth: bool, smoothing: Any,
                            checkpoint_every: int | None = None) -> tuple[Any, Any, Any]:
-        """(reserves, trades, fees) of a pool with fees: the contract of :func:`tfmm.core.g3m.fee_reserves`."""
+        """(reserves, trades, fees) of a pool with fees: the contract of :func:`tfmm.core.g3m.reserves_with_fees`."""
         if not self.uses_fee_kernel(prices):
-            return g3m.fee_reserves(r0, weights, prices, fee, gas, arb_fee, signatures, smooth=smooth,
+            return g3m.reserves_with_fees(r0, weights, prices, fee, gas, arb_fee, signatures, smooth=smooth,
                                     smoothing=smoothing, bk=self, checkpoint_every=checkpoint_every)
         from tfmm.backends.kernels.fee_path import FeePathSettings
 

@@ -1,6 +1,6 @@
 """The fee path as one compiled loop over minutes, forward and reverse (Numba, CPU).
 
-A second implementation of the pool step of :func:`tfmm.core.g3m.fee_reserves` (math.md 2.3-2.5), held to it
+A second implementation of the pool step of :func:`tfmm.core.g3m.reserves_with_fees` (math.md 2.3-2.5), held to it
 by tests (``tests/test_fee_kernel.py``) and independent of the reference. Units: reserves in tokens, prices
 in USD per token, gas and profits in USD, fee rates dimensionless.
 

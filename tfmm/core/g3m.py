@@ -80,7 +80,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -135,7 +135,7 @@ def zero_fee_reserves(r0: Any, weights: Any, prices: Any, bk: Any) -> Any:
     ``sum_{u <= t} (log y_u,i - log x_u,i) = log(w_t,i / w_0,i) - log(p_t,i / p_0,i)``, so only the common part
     ``c_u = sum_j (w_{u-1,j} log x_u,j - w_u,j log y_u,j)`` is accumulated:
     ``R_t,i = r0_i exp(C_t) (w_t,i / w_0,i) (p_0,i / p_t,i)`` with ``C_t = sum_{u <= t} c_u`` (in logs).
-    ``r0`` must be in equilibrium with ``weights[0]``, ``prices[0]`` for this to equal :func:`fee_reserves`
+    ``r0`` must be in equilibrium with ``weights[0]``, ``prices[0]`` for this to equal :func:`reserves_with_fees`
     with zero fee.
     """
     xp = bk.xp
@@ -398,20 +398,31 @@ def _gate(profit: Any, trade: Any, prices: Any, gas: Any, arb_fee: Any, smoothin
     return margin >= 0.0
 
 
-def _phase(reserves: Any, weights: Any, log_price_over_weight: Any, shared: tuple, rows: CandidateRows,
+class Minute(NamedTuple):
+    """What both phases of one minute share: prices (n,) USD per token; gamma = 1 - fee, log(gamma) and
+    1 / gamma - 1; gas USD and arb_fee (None when 0 everywhere); selectable (candidates,) bool or None (the
+    zero-fee row alone at a minute without a fee, the signature rows otherwise)."""
+
+    prices: Any
+    gamma: Any
+    log_gamma: Any
+    inv_gamma_m1: Any
+    gas: Any
+    arb_fee: Any
+    selectable: Any
+
+
+def _phase(reserves: Any, weights: Any, log_price_over_weight: Any, minute: Minute, rows: CandidateRows,
            smooth: bool, smoothing: Any, bk: Any) -> tuple[Any, Any]:
     """One arbitrage phase: candidates, selection, gate, update. Returns (reserves, executed trade)."""
     xp = bk.xp
-    prices, gamma, log_gamma, gm1, gas, arb_fee, selectable = shared
-    deltas, profits, _ = _candidates(reserves, weights, log_price_over_weight, prices, gamma, log_gamma, gm1,
-                                     rows, bk)
-    q = selection_weights(profits, selectable, smooth, smoothing, bk)
+    deltas, profits, _ = _candidates(reserves, weights, log_price_over_weight, minute.prices, minute.gamma,
+                                     minute.log_gamma, minute.inv_gamma_m1, rows, bk)
+    q = selection_weights(profits, minute.selectable, smooth, smoothing, bk)
     trade = _sum_first(q[:, None] * deltas, xp)
     profit = _sum_last(q * profits, xp)  # = -trade . p, without its cancellation
-    if smooth:
-        executed = _gate(profit, trade, prices, gas, arb_fee, smoothing, bk) * trade
-    else:
-        executed = bk.where(_gate(profit, trade, prices, gas, arb_fee, None, bk), trade, 0.0)
+    gate = _gate(profit, trade, minute.prices, minute.gas, minute.arb_fee, smoothing if smooth else None, bk)
+    executed = gate * trade if smooth else bk.where(gate, trade, 0.0)
     return reserves + executed, executed
 
 
@@ -437,9 +448,9 @@ def _static(x: Any) -> np.ndarray | None:
     return None
 
 
-def fee_reserves(r0: Any, weights: Any, prices: Any, fee: Any, gas: Any, arb_fee: Any, signatures: np.ndarray,
-                 *, smooth: bool, smoothing: Any, bk: Any,
-                 checkpoint_every: int | None = None) -> tuple[Any, Any, Any]:
+def reserves_with_fees(r0: Any, weights: Any, prices: Any, fee: Any, gas: Any, arb_fee: Any, signatures: np.ndarray,
+                       *, smooth: bool, smoothing: Any, bk: Any,
+                       checkpoint_every: int | None = None) -> tuple[Any, Any, Any]:
     """Reserves of a pool with fees arbitraged every minute (math.md 2.5), exact or smooth mode.
 
     r0 (n,) tokens; weights, prices (T, n); fee, gas (USD), arb_fee: (T,) per row (or scalars), row t's
@@ -459,54 +470,21 @@ def fee_reserves(r0: Any, weights: Any, prices: Any, fee: Any, gas: Any, arb_fee
     dt = prices.dtype
     weights = xp.asarray(weights, dtype=dt)
     r0 = xp.asarray(r0, dtype=dt)
-    n_rows = prices.shape[0]
-    static_fee, static_gas, static_arb = _static(fee), _static(gas), _static(arb_fee)
-    has_zero_fee = static_fee is None or bool(np.any(np.broadcast_to(static_fee, (n_rows,))[1:] == 0.0))
-    has_gas = static_gas is None or bool(np.any(static_gas != 0.0))
-    has_cost = static_arb is None or bool(np.any(static_arb != 0.0))
-    # When every signature activates every asset (n = 2), each candidate at gamma = 1 is the zero-fee trade
-    # itself, bit for bit (log(gamma) = 0 and 1 / gamma - 1 = 0 remove every signature-specific term), so
-    # the extra row is only needed otherwise.
-    has_zero_fee = has_zero_fee and not bool(np.all(np.asarray(signatures) != 0))
-    rows = CandidateRows.from_signatures(signatures, zero_fee_row=has_zero_fee)
-    is_zero_fee_row = xp.asarray(np.arange(rows.active.shape[0]) == rows.n_fee_rows)
-
-    # everything that does not depend on the reserves, for all minutes at once; a rate that is the same
-    # at every minute (and known while tracing) stays a scalar
-    table: dict[str, Any] = {}
-    consts: dict[str, Any] = {}
-
-    def add(name: str, value: Any, per_step: bool) -> None:
-        (table if per_step else consts)[name] = value
-
-    fee, fee_varies = _per_step(fee, static_fee, n_rows, dt, xp)
-    gamma = 1.0 - fee
-    add("g", gamma, fee_varies)
-    add("lg", xp.log(gamma), fee_varies)
-    add("gm1", 1.0 / gamma - 1.0, fee_varies)
-    if has_zero_fee:
-        add("zf", fee == 0.0, fee_varies)
-    if has_gas:
-        add("gas", *_per_step(gas, static_gas, n_rows, dt, xp))
-    if has_cost:
-        add("arb", *_per_step(arb_fee, static_arb, n_rows, dt, xp))
-    table.update(w=weights[1:, ...], p=prices[1:, ...])
+    table, consts, rows = _rate_table(prices, weights, fee, gas, arb_fee, signatures, xp)
     names = tuple(table)
+    is_zero_fee_row = xp.asarray(np.arange(rows.active.shape[0]) == rows.n_fee_rows)
 
     def step(carry, x):
         r, w_prev, lw_prev = carry
         x = {**consts, **dict(zip(names, x))}
-        lp, lw = xp.log(x["p"]), xp.log(x["w"])
-        selectable = bk.where(x["zf"], is_zero_fee_row, ~is_zero_fee_row) if has_zero_fee else None
-        shared = (x["p"], x["g"], x["lg"], x["gm1"], x.get("gas"), x.get("arb"), selectable)
-        r_a, t_a = _phase(r, w_prev, lp - lw_prev, shared, rows, smooth, smoothing, bk)
-        r_b, t_b = _phase(r_a, x["w"], lp - lw, shared, rows, smooth, smoothing, bk)
-        # fees: f * sum_i max(Delta_i, 0) p_i of each phase's executed trade; ``where`` rather than
-        # ``maximum``, whose gradient at a leg of exactly 0 (not traded) is 1/2 in JAX and torch: a leg
-        # that is not traded collects no fee, and its derivative is taken as 0 (as the fused kernel does)
-        inflow = bk.where(t_a > 0.0, t_a, 0.0) + bk.where(t_b > 0.0, t_b, 0.0)
-        fee = (1.0 - x["g"]) * _sum_last(inflow * x["p"], xp)
-        return (r_b, x["w"], lw), (r_b, fee)
+        lp, lw = xp.log(x["prices"]), xp.log(x["weights"])
+        zero_fee = x.get("zero_fee")
+        selectable = None if zero_fee is None else bk.where(zero_fee, is_zero_fee_row, ~is_zero_fee_row)
+        minute = Minute(x["prices"], x["gamma"], x["log_gamma"], x["inv_gamma_m1"], x.get("gas"), x.get("arb_fee"),
+                        selectable)
+        r_a, t_a = _phase(r, w_prev, lp - lw_prev, minute, rows, smooth, smoothing, bk)
+        r_b, t_b = _phase(r_a, x["weights"], lp - lw, minute, rows, smooth, smoothing, bk)
+        return (r_b, x["weights"], lw), (r_b, _fees_collected(t_a, t_b, minute, bk))
 
     xs = tuple(table[k] for k in names)
     carry = (r0, weights[0, ...], xp.log(weights[0, ...]))
@@ -522,7 +500,49 @@ def fee_reserves(r0: Any, weights: Any, prices: Any, fee: Any, gas: Any, arb_fee
     return reserves, trades, fees
 
 
+def _fees_collected(trade_a: Any, trade_b: Any, minute: Minute, bk: Any) -> Any:
+    """USD collected in one minute: f sum_i max(Delta_i, 0) p_i over both phases' executed trades. ``where``
+    rather than ``maximum``, whose gradient at a leg of exactly 0 (not traded) is 1/2 in JAX and torch: a leg
+    that is not traded collects no fee, and its derivative is taken as 0 (as the fused kernel does)."""
+    inflow = bk.where(trade_a > 0.0, trade_a, 0.0) + bk.where(trade_b > 0.0, trade_b, 0.0)
+    return (1.0 - minute.gamma) * _sum_last(inflow * minute.prices, bk.xp)
+
+
+def _rate_table(prices: Any, weights: Any, fee: Any, gas: Any, arb_fee: Any, signatures: np.ndarray,
+                xp: Any) -> tuple[dict[str, Any], dict[str, Any], CandidateRows]:
+    """Everything that does not depend on the reserves, for minutes 1..T-1 at once: (per-minute arrays by name,
+    constants by name, candidate rows). A rate known while tracing and the same at every minute stays a scalar
+    (a constant); what a known rate makes unnecessary is left out: the zero-fee candidate when no fee is 0,
+    gas and the arbitrage cost when they are 0 everywhere."""
+    n_rows, dt = prices.shape[0], prices.dtype
+    static_fee, static_gas, static_arb = _static(fee), _static(gas), _static(arb_fee)
+    has_zero_fee = static_fee is None or bool(np.any(np.broadcast_to(static_fee, (n_rows,))[1:] == 0.0))
+    # When every signature activates every asset (n = 2), each candidate at gamma = 1 is the zero-fee trade
+    # itself, bit for bit (log(gamma) = 0 and 1 / gamma - 1 = 0 remove every signature-specific term), so
+    # the extra row is only needed otherwise.
+    has_zero_fee = has_zero_fee and not bool(np.all(np.asarray(signatures) != 0))
+    table: dict[str, Any] = {}
+    consts: dict[str, Any] = {}
+
+    def add(name: str, value: Any, per_step: bool) -> None:
+        (table if per_step else consts)[name] = value
+
+    fee, fee_varies = _per_step(fee, static_fee, n_rows, dt, xp)
+    gamma = 1.0 - fee
+    add("gamma", gamma, fee_varies)
+    add("log_gamma", xp.log(gamma), fee_varies)
+    add("inv_gamma_m1", 1.0 / gamma - 1.0, fee_varies)
+    if has_zero_fee:
+        add("zero_fee", fee == 0.0, fee_varies)
+    if static_gas is None or bool(np.any(static_gas != 0.0)):
+        add("gas", *_per_step(gas, static_gas, n_rows, dt, xp))
+    if static_arb is None or bool(np.any(static_arb != 0.0)):
+        add("arb_fee", *_per_step(arb_fee, static_arb, n_rows, dt, xp))
+    table.update(weights=weights[1:, ...], prices=prices[1:, ...])
+    return table, consts, CandidateRows.from_signatures(signatures, zero_fee_row=has_zero_fee)
+
+
 __all__ = [
     "SIGNATURE_KINDS", "INVARIANT_TOLERANCE", "signature_matrix", "initial_reserves", "log_rebalancing_ratios",
-    "zero_fee_reserves", "zero_fee_values", "CandidateRows", "candidate_trades", "fee_reserves",
+    "zero_fee_reserves", "zero_fee_values", "CandidateRows", "candidate_trades", "reserves_with_fees",
 ]

@@ -109,7 +109,7 @@ def bout_reserves(weights: Any, prices: Any, fee: Any, gas: Any, arb_fee: Any, c
         trades = xp.concat([xp.zeros_like(reserves[:1]), reserves[1:] - reserves[:-1]], axis=0)
         return reserves, trades, xp.zeros_like(reserves[:, 0])
     signatures = _signature_array(cfg)
-    # the backend's operation: the core's scan (g3m.fee_reserves) or a fused kernel it registered
+    # the backend's operation: the core's scan (g3m.reserves_with_fees) or a fused kernel it registered
     return bk.reserves_with_fees(
         r0, weights, prices, fee, gas, arb_fee, signatures, smooth=cfg.smooth, smoothing=cfg.smoothing,
         checkpoint_every=cfg.checkpoint_every,
