@@ -36,6 +36,8 @@ import os
 import numba as nb
 import numpy as np
 
+from tfmm.backends.kernels.fee_path import _flat, sum_to_shape  # one rule for kernel inputs
+
 KINDS = {"delta": 0, "weight": 1}
 
 _CACHE = os.environ.get("TFMM_NUMBA_CACHE", "1") != "0"
@@ -114,23 +116,31 @@ def _step(a, r, alpha, kind, lo, hi, max_change, period, smooth, tau, u0, V, PIN
         for i in range(n):
             m = PIN[j + 1, i]
             V[j + 1, i] = m * lo + (1.0 - m) * V[j + 1, i] * scale
-    if smooth:
-        lse_max = 1.0 / tau
-        for i in range(n):
-            ratio = (V[n, i] - a[i]) / period / max_change
-            lse_max = max(lse_max, math.sqrt(ratio * ratio + tau * tau) / tau)
-        acc = math.exp(1.0 / tau - lse_max)
-        for i in range(n):
-            ratio = (V[n, i] - a[i]) / period / max_change
-            acc += math.exp(math.sqrt(ratio * ratio + tau * tau) / tau - lse_max)
-        limit = tau * (lse_max + math.log(acc))
-    else:
-        biggest = 0.0
-        for i in range(n):
-            biggest = max(biggest, abs((V[n, i] - a[i]) / period / max_change))
-        limit = max(biggest, 1.0)
+    limit = _speed_limit(V[n], a, period, max_change, smooth, tau)[0]
     for i in range(n):
         delta[i] = (V[n, i] - a[i]) / period / limit
+
+
+@_ijit
+def _speed_limit(target, a, period, max_change, smooth, tau):
+    """(L, m, acc) with delta = d / L, d = (target - a) / I, ratio = d / max_change. Exact: L = max(1, m),
+    m = max |ratio|, acc = 0. Smooth: L = tau (m + log acc), the logsumexp of [z / tau, 1 / tau] with
+    z = sqrt(ratio^2 + tau^2), m its largest term and acc = sum exp(term - m)."""
+    n = a.shape[0]
+    if not smooth:
+        biggest = 0.0
+        for i in range(n):
+            biggest = max(biggest, abs((target[i] - a[i]) / period / max_change))
+        return max(biggest, 1.0), biggest, 0.0
+    lse_max = 1.0 / tau
+    for i in range(n):
+        ratio = (target[i] - a[i]) / period / max_change
+        lse_max = max(lse_max, math.sqrt(ratio * ratio + tau * tau) / tau)
+    acc = math.exp(1.0 / tau - lse_max)
+    for i in range(n):
+        ratio = (target[i] - a[i]) / period / max_change
+        acc += math.exp(math.sqrt(ratio * ratio + tau * tau) / tau - lse_max)
+    return tau * (lse_max + math.log(acc)), lse_max, acc
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -145,16 +155,9 @@ def _step_adjoint(a, r, alpha, kind, lo, hi, max_change, period, smooth, tau, u0
     ``xs`` are (n,) work arrays."""
     n = a.shape[0]
     # speed limit: delta = d / L
+    limit, top, acc = _speed_limit(V[n], a, period, max_change, smooth, tau)
     if smooth:
-        lse_max = 1.0 / tau
-        for i in range(n):
-            ratio = (V[n, i] - a[i]) / period / max_change
-            lse_max = max(lse_max, math.sqrt(ratio * ratio + tau * tau) / tau)
-        acc = math.exp(1.0 / tau - lse_max)
-        for i in range(n):
-            ratio = (V[n, i] - a[i]) / period / max_change
-            acc += math.exp(math.sqrt(ratio * ratio + tau * tau) / tau - lse_max)
-        limit = tau * (lse_max + math.log(acc))
+        lse_max = top
         limit_bar = 0.0
         for i in range(n):
             d = (V[n, i] - a[i]) / period
@@ -166,10 +169,7 @@ def _step_adjoint(a, r, alpha, kind, lo, hi, max_change, period, smooth, tau, u0
             weight = math.exp(z / tau - lse_max) / acc  # d limit / d z_i
             vb[i] = delta_bar[i] / limit + limit_bar * weight * ratio / z / max_change  # d_bar
     else:
-        biggest = 0.0
-        for i in range(n):
-            biggest = max(biggest, abs((V[n, i] - a[i]) / period / max_change))
-        limit = max(biggest, 1.0)
+        biggest = top
         for i in range(n):
             vb[i] = delta_bar[i] / limit  # d_bar
         if biggest >= 1.0:
@@ -364,19 +364,6 @@ class WeightPathSettings:
                 self.smooth, self.temperature)
 
 
-def _read_only(x: np.ndarray) -> np.ndarray:
-    """A read-only view: Numba types an array's writability, so every kernel input is passed read-only and
-    each kernel compiles once."""
-    view = x.view()
-    view.flags.writeable = False
-    return view
-
-
-def _flat(x, batch: tuple[int, ...], core: tuple[int, ...]) -> np.ndarray:
-    x = np.broadcast_to(np.asarray(x, dtype=np.float64), batch + core)
-    return _read_only(np.ascontiguousarray(x.reshape((-1,) + core)))
-
-
 def _shapes(w_init, outputs, alpha) -> tuple[tuple[int, ...], int, int]:
     n = w_init.shape[-1]
     if outputs.ndim < 2 or outputs.shape[-1] != n or alpha.shape[-1] != n:
@@ -406,8 +393,6 @@ def backward(settings: WeightPathSettings, w_init, outputs, alpha, a, g_a, g_del
     """Vector-Jacobian product of :func:`forward` given its carries ``a`` and the cotangents of ``a`` and
     ``delta``: ``(g_w_init, g_outputs, g_alpha)`` in float64, with the inputs' shapes (summed over the axes
     they were broadcast along), or with ``reduce=False`` with the whole batch shape in front."""
-    from tfmm.backends.kernels.fee_path import sum_to_shape
-
     w_init, outputs, alpha = (np.asarray(x) for x in (w_init, outputs, alpha))
     batch, nc, n = _shapes(w_init, outputs, alpha)
     batch = np.broadcast_shapes(batch, np.shape(a)[:-2], np.shape(g_a)[:-2], np.shape(g_delta)[:-2])
