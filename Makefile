@@ -15,7 +15,7 @@ $(VENV)/.installed-all: pyproject.toml constraints.txt | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed-all
-	$(BIN)/pip install $(PIP_FLAGS) -e ".[all,dev]"
+	$(BIN)/pip install $(PIP_FLAGS) -e ".[all,dev,sweep,triton]"
 	touch $@
 
 demo: $(VENV)/.installed-all
