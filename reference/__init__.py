@@ -1,10 +1,10 @@
 """The reference simulator (installed as ``tfmm.reference``): plain Numba loops in float64, the oracle
 that the array backends are tested against, and the "reference" backend (``tfmm.use("reference")``).
 
-It is independent of the simulation math in :mod:`tfmm.core` and of the array backends: it imports only
-the data contracts (:mod:`tfmm.specs`, :mod:`tfmm.api`, :mod:`tfmm.data`), numpy, numba and math, so it
-loads no ``tfmm.core`` module beyond those that ``import tfmm`` loads itself (the memory-length helpers
-of the specs), and neither jax nor torch.
+It is independent of the simulation math in :mod:`tfmm.core` and of the array backends: of tfmm it imports
+only the leaf modules :mod:`tfmm.records` (the request it executes and the simulation it returns) and
+:mod:`tfmm.finite_differences` (its gradients); the rest is numpy, numba and math. It reads the specs (pool, strategy,
+smoothing) through the request, by attribute, and loads neither jax nor torch.
 """
 
 from tfmm.reference.backend import ReferenceBackend, make_backend

@@ -22,11 +22,13 @@ gradients are checked in smooth mode.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import dataclasses
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from tfmm.api import Simulation, SimulationRequest
+from tfmm.finite_differences import central_differences
+from tfmm.records import Simulation, SimulationRequest, keep_requested_axes
 
 from .objectives import all_objectives, objective as objective_value
 from .simulate import rule_outputs_for, simulate_bout
@@ -74,17 +76,12 @@ class ReferenceBackend:
         parameter-set axis / the caller passed an array of starts; arrays are numpy of ``request.dtype``
         (computed in float64)."""
         per_set = [_simulate_set(request, params) for params in _param_sets(request)]
-        keep_sets = request.strategy.n_sets is not None
         keep_starts = request.batched_starts
         dtype = np.dtype(request.dtype)
 
         def stack(key: str) -> np.ndarray:
             arr = np.stack([np.stack([b[key] for b in bouts]) for bouts in per_set])  # (sets, starts, ...)
-            if not keep_starts:
-                arr = arr[:, 0]
-            if not keep_sets:
-                arr = arr[0]
-            return arr.astype(dtype, copy=False)
+            return keep_requested_axes(arr, request).astype(dtype, copy=False)
 
         first = per_set[0]
         prices = np.stack([b["prices"] for b in first]).astype(dtype, copy=False)
@@ -95,6 +92,10 @@ class ReferenceBackend:
             prices=prices if keep_starts else prices[0], timestamps=timestamps if keep_starts else timestamps[0],
             assets=request.assets, backend=self.name, mode=request.mode, request=request,
         )
+
+    def simulator_for(self, request: SimulationRequest) -> Callable[[dict[str, Any]], Simulation]:
+        """``params -> Simulation`` of ``request`` with its strategy's parameters replaced by ``params``."""
+        return lambda params: self.simulate(dataclasses.replace(request, strategy=request.strategy.with_params(params)))
 
     def metrics(self, sim: Simulation) -> dict[str, Any]:
         """Every objective of docs/math.md section 6 per bout: name -> float, or an array with the
@@ -120,21 +121,10 @@ class ReferenceBackend:
         central finite differences with step ``h = relative_step * max(1, |x|)`` (see the module
         docstring). Returns (float, dict of (n,)) or, with a parameter-set axis, ((sets,), dict of (sets, n))."""
         sets = _param_sets(request)
-        values = np.empty(len(sets))
-        grads = {k: np.empty((len(sets),) + v.shape) for k, v in sets[0].items()}
-        for s, params in enumerate(sets):
-            values[s] = _mean_objective(request, params, objective)
-            for name, x in params.items():
-                for i in range(x.size):
-                    h = relative_step * max(1.0, abs(float(x[i])))
-                    up = {**params, name: x.copy()}
-                    down = {**params, name: x.copy()}
-                    up[name][i] = x[i] + h
-                    down[name][i] = x[i] - h
-                    step = (up[name][i] - down[name][i]) / 2.0
-                    f_up = _mean_objective(request, up, objective)
-                    f_down = _mean_objective(request, down, objective)
-                    grads[name][s, i] = (f_up - f_down) / (2.0 * step)
+        values = np.array([_mean_objective(request, params, objective) for params in sets])
+        per_set = [central_differences(lambda p: _mean_objective(request, p, objective), params,
+                                       lambda x: relative_step * max(1.0, abs(x))) for params in sets]
+        grads = {k: np.stack([g[k] for g in per_set]) for k in sets[0]}
         if request.strategy.n_sets is None:
             return float(values[0]), {k: v[0] for k, v in grads.items()}
         return values, grads

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from tfmm.api import SimulationRequest
+from tfmm.records import SimulationRequest
 
 from . import pool as pool_mod
 from .strategies import rule_outputs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import subprocess
 import sys
 
@@ -35,21 +36,20 @@ def test_use_sets_and_context_manager_restores():
         assert tfmm.get_backend().name == "reference"
 
 
-def test_use_without_with_sets_current(monkeypatch):
-    token = backend_mod._current.set(None)
-    try:
+def test_use_without_with_sets_current():
+    def use_reference_without_with():
         tfmm.use("reference")
-        assert tfmm.get_backend().name == "reference"
-    finally:
-        backend_mod._current.reset(token)
+        return tfmm.get_backend().name
+
+    before = tfmm.get_backend().name
+    assert contextvars.copy_context().run(use_reference_without_with) == "reference"
+    assert tfmm.get_backend().name == before  # the context it ran in was a copy
 
 
 def test_default_backend_is_jax_when_installed():
-    token = backend_mod._current.set(None)
-    try:
-        assert tfmm.get_backend().name == "jax"
-    finally:
-        backend_mod._current.reset(token)
+    code = "import tfmm; print(tfmm.get_backend().name, tfmm.backend.default_backend_name())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["jax", "jax"]
 
 
 def test_unknown_backend_lists_known():
@@ -64,7 +64,8 @@ def test_missing_dependency_names_extra():
         with pytest.raises(ImportError, match=r"pip install 'tfmm\[fancy\]'"):
             tfmm.use("needs_missing")
     finally:
-        backend_mod._REGISTRY.pop("needs_missing")
+        backend_mod.unregister_backend("needs_missing")
+    assert "needs_missing" not in tfmm.available_backends()
 
 
 def test_jax_backend_satisfies_protocol():

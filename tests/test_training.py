@@ -254,13 +254,23 @@ def test_nonfinite_validation_is_never_best():
     prices, pool, strategy = _small_setup()
     params = {"log_k": np.array([[1.0, 1.0], [1.0, 1.0]]), "logit_lambda": np.array([[3.0, 3.0], [-120.0, -120.0]])}
     cfg = _cfg(nan_policy="skip", dtype="float32")
-    periods = training.make_periods(prices.n_rows, strategy, pool, cfg)
     found = []
-    values = training._validate_sets(prices, strategy, pool, cfg, periods, params, 3, found)
+    values = training._validate_sets(_validation_run(prices, strategy, pool, cfg, params), params, 3, found)
     assert np.isfinite(values[0]) and values[1] == -np.inf
     assert found == [{"step": 3, "set": 1, "reason": found[0]["reason"]}] and "non-finite weights" in found[0]["reason"]
+    raising = _validation_run(prices, strategy, pool, _cfg(dtype="float32"), params)
     with pytest.raises(training.TrainingDivergedError, match="non-finite validation at step 3, parameter set 1"):
-        training._validate_sets(prices, strategy, pool, _cfg(dtype="float32"), periods, params, 3, [])
+        training._validate_sets(raising, params, 3, [])
+
+
+def _validation_run(prices, strategy, pool, cfg, params):
+    """The parts of a :class:`training.TrainingRun` that validation reads, on the JAX backend."""
+    periods = training.make_periods(prices.n_rows, strategy, pool, cfg)
+    template = strategy.with_params(params)
+    scenario = training.validation_scenario(tfmm.get_backend("jax"), prices, template, pool, cfg, periods)
+    return training.TrainingRun(prices=prices, strategy=strategy, pool=pool, config=cfg, periods=periods,
+                                candidates=np.zeros(0, dtype=np.int64), probe=np.zeros(0, dtype=np.int64),
+                                trainer=None, static_inputs=(), validation=scenario, fingerprint={}, run_path=None)
 
 
 def test_a_folder_holding_a_run_is_refused_and_left_untouched(tmp_path):

@@ -6,7 +6,6 @@ Inputs are validated here, before any backend traces anything, and packed into a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,47 +13,8 @@ import numpy as np
 from tfmm.backend import get_backend
 from tfmm.core.memory import MINUTES_PER_DAY
 from tfmm.data import Prices, as_prices
+from tfmm.records import DTYPES, Simulation, SimulationRequest
 from tfmm.specs import MODES, OBJECTIVES, Pool, Smoothing, Strategy, check_compatible
-
-DTYPES = ("float64", "float32")
-
-
-@dataclass(frozen=True, eq=False)
-class SimulationRequest:
-    """Everything a backend needs for one (possibly batched) simulation; all validated.
-
-    prices: (T, N) float64 numpy; starts: (n_starts,) int64 row indices; length: bout length B
-    (each bout yields B - 1 rows); batched_starts: whether the caller passed an array of starts.
-    Per-minute pool rates are expanded to (T,) arrays in ``fee``, ``gas``, ``arb_fee``.
-    """
-
-    prices: np.ndarray
-    timestamps: np.ndarray
-    assets: tuple[str, ...]
-    starts: np.ndarray
-    length: int
-    strategy: Strategy
-    pool: Pool
-    mode: str
-    smoothing: Smoothing
-    dtype: str
-    batched_starts: bool
-    fee: np.ndarray = field(repr=False, default=None)
-    gas: np.ndarray = field(repr=False, default=None)
-    arb_fee: np.ndarray = field(repr=False, default=None)
-
-    @property
-    def n_rows(self) -> int:
-        return int(self.prices.shape[0])
-
-    @property
-    def n_assets(self) -> int:
-        return int(self.prices.shape[1])
-
-    @property
-    def n_out(self) -> int:
-        """Rows per bout in the result: B - 1."""
-        return self.length - 1
 
 
 def _per_minute(name: str, value: Any, n_rows: int) -> np.ndarray:
@@ -116,55 +76,6 @@ def make_request(
     )
 
 
-@dataclass(frozen=True, eq=False)
-class Simulation:
-    """A simulated pool. Arrays are in the producing backend's array type.
-
-    Shapes (leading axes only when batched: parameter sets, then starts): reserves (.., B-1, N),
-    weights (.., B-1, N), values (.., B-1,) in USD, trades (.., B-1, N) net arbitrage reserve change
-    per minute (both phases; > 0 flows into the pool), fees (.., B-1,) USD collected per minute,
-    prices (B-1, N) or (starts, B-1, N) the rows used, timestamps likewise.
-    """
-
-    reserves: Any
-    weights: Any
-    values: Any
-    trades: Any
-    fees: Any
-    prices: Any
-    timestamps: np.ndarray
-    assets: tuple[str, ...]
-    backend: str
-    mode: str
-    request: SimulationRequest = field(repr=False, default=None)
-
-    def to_numpy(self) -> "Simulation":
-        """The same simulation with numpy arrays."""
-        conv = lambda x: None if x is None else np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)  # noqa: E731
-        return Simulation(
-            conv(self.reserves), conv(self.weights), conv(self.values), conv(self.trades), conv(self.fees),
-            conv(self.prices), np.asarray(self.timestamps), self.assets, self.backend, self.mode, self.request,
-        )
-
-    def to_pandas(self):
-        """One DataFrame indexed by UTC time: value, then reserve_*, weight_*, price_* per asset.
-        Only for an unbatched simulation."""
-        import pandas as pd
-
-        sim = self.to_numpy()
-        if sim.values.ndim != 1:
-            raise ValueError("to_pandas needs an unbatched simulation; index the batch first")
-        index = pd.to_datetime(sim.timestamps, unit="s", utc=True)
-        cols: dict[str, Any] = {"value": sim.values, "fees": sim.fees}
-        for i, a in enumerate(sim.assets):
-            cols[f"reserve_{a}"] = sim.reserves[:, i]
-        for i, a in enumerate(sim.assets):
-            cols[f"weight_{a}"] = sim.weights[:, i]
-        for i, a in enumerate(sim.assets):
-            cols[f"price_{a}"] = sim.prices[:, i]
-        return pd.DataFrame(cols, index=pd.Index(index, name="time"))
-
-
 def simulate(
     prices: Any,
     strategy: Strategy,
@@ -178,8 +89,31 @@ def simulate(
     """Simulate the pool on ``prices[start : start + length - 1]`` with the current backend.
 
     The rows before ``start`` warm the estimators (they are initialised at row 0).
-    ``start`` may be a 1-D array of starts (a batch of bouts of one length) and the strategy's params
-    may carry a leading parameter-set axis; results then have leading axes (sets, starts).
+
+    Args:
+      prices: a :class:`tfmm.Prices`, a DataFrame of one column per asset (USD per token) or a (T, n) array.
+      strategy: the weight rule and its parameters; a leading parameter-set axis on its params batches sets.
+      pool: fees, gas, chunk period, guardrails (:class:`tfmm.Pool`).
+      start: the bout's first row, or a 1-D array of starts (a batch of bouts of one length).
+      length: bout length B in minutes (the bout yields B - 1 rows); default: to the end of the prices.
+      mode: "exact" (hard gates, what a pool does) or "smooth" (the training relaxation, docs/math.md 5).
+      smoothing: the smooth mode's temperatures (:class:`tfmm.Smoothing`).
+      dtype: "float64" or "float32".
+
+    Returns:
+      A :class:`Simulation`: reserves, weights, values (USD), trades, fees per minute, with leading axes
+      (sets, starts) only where batched. Raises :class:`NonFiniteSimulationError` naming the first
+      non-finite quantity instead of returning one.
+
+    >>> import tfmm
+    >>> prices = tfmm.synthetic_prices(n_assets=2, n_minutes=3 * 1440, seed=0)
+    >>> strategy = tfmm.Strategy.from_memory_days("momentum", n_assets=2, memory_days=1.0, chunk_period=60)
+    >>> sim = tfmm.simulate(prices, strategy, tfmm.Pool(fee=0.003, chunk_period=60), start=1440,
+    ...                     length=1441)
+    >>> sim.values.shape, sim.weights.shape
+    ((1440,), (1440, 2))
+    >>> bool(abs(float(sim.weights.sum(axis=1).min()) - 1.0) < 1e-12)
+    True
     """
     request = make_request(prices, strategy, pool, start, length, mode, smoothing, dtype)
     sim = get_backend().simulate(request)
@@ -256,7 +190,22 @@ def check_objective_length(objective: str, length: int) -> None:
 
 
 def metrics(sim: Simulation) -> dict[str, Any]:
-    """Every objective of docs/math.md section 6 for a simulation: name -> float (array when batched)."""
+    """Every objective of docs/math.md section 6 for a simulation, on the backend that produced it.
+
+    Args:
+      sim: a :class:`Simulation` from :func:`simulate`.
+
+    Returns:
+      name -> float (an array with the simulation's leading axes when batched): returns in log or simple
+      units, Sharpe ratios annualised or daily, drawdown as a fraction (docs/math.md 6).
+
+    >>> import tfmm
+    >>> prices = tfmm.synthetic_prices(n_assets=2, n_minutes=2 * 1440, seed=0)
+    >>> sim = tfmm.simulate(prices, tfmm.Strategy("balancer", {}, [0.5, 0.5]), tfmm.Pool(fee=0.0))
+    >>> m = tfmm.metrics(sim)
+    >>> {"daily_log_sharpe", "returns_over_hodl", "max_drawdown"} <= set(m)
+    True
+    """
     return get_backend_for(sim).metrics(sim)
 
 
@@ -277,8 +226,22 @@ def value_and_grad(
 ) -> tuple[Any, dict[str, Any]]:
     """The objective (mean over the bouts in ``start``) and its gradient w.r.t. ``strategy.params``.
 
-    Returns (value, grads): value is a scalar, or (sets,) with a parameter-set axis; grads has the
-    keys and shapes of ``strategy.params``.
+    Args:
+      prices, strategy, pool, start, length, smoothing, dtype: as :func:`simulate`.
+      objective: a name of :data:`tfmm.specs.OBJECTIVES` (maximised by training), e.g. "daily_log_sharpe".
+      mode: "smooth" (default: differentiable gates) or "exact" (the pathwise derivative of the hard gates).
+
+    Returns:
+      (value, grads): value a scalar, or (sets,) with a parameter-set axis; grads the keys and shapes of
+      ``strategy.params`` (derivative of the objective per unit of each unconstrained parameter).
+
+    >>> import tfmm
+    >>> prices = tfmm.synthetic_prices(n_assets=2, n_minutes=4 * 1440, seed=0)
+    >>> strategy = tfmm.Strategy.from_memory_days("momentum", n_assets=2, memory_days=1.0, chunk_period=60)
+    >>> value, grads = tfmm.value_and_grad(prices, strategy, tfmm.Pool(fee=0.003, chunk_period=60), start=1440,
+    ...                                    length=2 * 1440 + 2)
+    >>> sorted(grads), grads["log_k"].shape
+    (['log_k', 'logit_lambda'], (2,))
     """
     request = make_request(prices, strategy, pool, start, length, mode, smoothing, dtype)
     if not strategy.is_trainable:

@@ -23,6 +23,7 @@ import numpy as np
 from tfmm.api import make_request, simulate, value_and_grad
 from tfmm.backend import get_backend
 from tfmm.core.memory import MINUTES_PER_DAY
+from tfmm.finite_differences import central_differences
 from tfmm.specs import Pool, Smoothing, Strategy
 
 
@@ -155,6 +156,51 @@ class Diagnosis:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class _Bout:
+    """The smooth-mode objective of one bout, as :func:`diagnose` differentiates it."""
+
+    prices: Any
+    strategy: Strategy
+    pool: Pool
+    start: int
+    length: int
+    objective: str
+    smoothing: Smoothing
+
+    def value_and_grad(self, params: dict[str, np.ndarray], start: int | None = None) -> tuple[float, dict]:
+        """(objective, gradient) at ``params`` on this bout (or the bout of the same length at ``start``)."""
+        value, grads = value_and_grad(self.prices, self.strategy.with_params(params), self.pool,
+                                      start=self.start if start is None else start, length=self.length,
+                                      objective=self.objective, mode="smooth", smoothing=self.smoothing)
+        return float(np.asarray(value)), grads
+
+
+def _gradient_check(bout: _Bout, fd_step: float) -> tuple[float, list[dict[str, Any]]]:
+    """The objective and one row per parameter entry: autodiff vs central differences of step ``fd_step``."""
+    params = bout.strategy.params
+    value, grads = bout.value_and_grad(params)
+    fd_grads = central_differences(lambda p: bout.value_and_grad(p)[0], params, lambda x: fd_step)
+    rows = []
+    for name, arr in params.items():
+        for i in range(arr.size):
+            fd = float(fd_grads[name][i])
+            ad = float(np.asarray(grads[name])[i])
+            err = abs(ad - fd)
+            rows.append({"parameter": name, "index": i, "autodiff": ad, "finite_difference": fd,
+                         "abs_error": err, "rel_error": err / max(abs(fd), 1e-12)})
+    return value, rows
+
+
+def _gradient_norms(bout: _Bout, starts: np.ndarray) -> np.ndarray:
+    """Global gradient norm ``sqrt(sum ||g_k||^2)`` of the objective on the bouts at ``starts``."""
+    norms = []
+    for s in starts:
+        _, g = bout.value_and_grad(bout.strategy.params, int(s))
+        norms.append(float(np.sqrt(sum(float(np.sum(np.asarray(v) ** 2)) for v in g.values()))))
+    return np.asarray(norms)
+
+
 def diagnose(
     prices: Any,
     strategy: Strategy,
@@ -185,40 +231,16 @@ def diagnose(
     make_request(prices, strategy, pool, start, length)  # validate before any work
     if strategy.n_sets is not None:
         raise ValueError("diagnose takes a strategy with one parameter set (use strategy.param_set(i))")
-
-    def objective_at(params: dict[str, np.ndarray]) -> float:
-        v, _ = value_and_grad(prices, strategy.with_params(params), pool, start=start, length=length,
-                              objective=objective, mode="smooth", smoothing=smoothing)
-        return float(np.asarray(v))
-
-    value, grads = value_and_grad(prices, strategy, pool, start=start, length=length, objective=objective,
-                                  mode="smooth", smoothing=smoothing)
-    rows = []
-    for name, arr in strategy.params.items():
-        for i in range(arr.size):
-            up = {k: np.array(v, copy=True) for k, v in strategy.params.items()}
-            dn = {k: np.array(v, copy=True) for k, v in strategy.params.items()}
-            up[name][i] += fd_step
-            dn[name][i] -= fd_step
-            fd = (objective_at(up) - objective_at(dn)) / (2 * fd_step)
-            ad = float(np.asarray(grads[name])[i])
-            err = abs(ad - fd)
-            rows.append({"parameter": name, "index": i, "autodiff": ad, "finite_difference": fd,
-                         "abs_error": err, "rel_error": err / max(abs(fd), 1e-12)})
+    bout = _Bout(prices, strategy, pool, start, length, objective, smoothing)
+    value, rows = _gradient_check(bout, fd_step)
     from tfmm.api import metrics
 
     exact_sim = simulate(prices, strategy, pool, start=start, length=length, mode="exact")
     objective_exact = float(np.asarray(metrics(exact_sim)[objective]))
-
     rng = np.random.default_rng(seed)
     candidates = np.arange(0, n_rows - length + 2, c)
     starts = np.sort(rng.choice(candidates, size=min(n_bouts, candidates.size), replace=False))
-    norms = []
-    for s in starts:
-        _, g = value_and_grad(prices, strategy, pool, start=int(s), length=length, objective=objective,
-                              mode="smooth", smoothing=smoothing)
-        norms.append(float(np.sqrt(sum(float(np.sum(np.asarray(v) ** 2)) for v in g.values()))))
-    norms_arr = np.asarray(norms)
+    norms_arr = _gradient_norms(bout, starts)
     finite = norms_arr[np.isfinite(norms_arr)]
     hist = np.histogram(finite, bins=min(8, max(1, finite.size))) if finite.size else (np.zeros(0), np.zeros(1))
     try:
@@ -226,7 +248,7 @@ def diagnose(
     except ValueError as exc:
         boundary = {"error": str(exc)}
     return Diagnosis(
-        gradients=pd.DataFrame(rows), objective_smooth=float(np.asarray(value)), objective_exact=objective_exact,
+        gradients=pd.DataFrame(rows), objective_smooth=value, objective_exact=objective_exact,
         grad_norms=norms_arr, grad_norm_histogram=hist, boundary=boundary,
         settings={"strategy": strategy.name, "backend": get_backend().name, "objective": objective,
                   "start": start, "length": length, "fd_step": fd_step},

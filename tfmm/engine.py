@@ -8,13 +8,14 @@ the caller did not ask for are squeezed away. Compiled functions are cached per 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import OrderedDict
 from typing import Any, Callable
 
 import numpy as np
 
-from tfmm.api import Simulation, SimulationRequest
+from tfmm.records import Simulation, SimulationRequest, keep_requested_axes
 from tfmm.core import g3m, weights as weights_mod
 from tfmm.core.objectives import all_objectives, objective as objective_fn
 from tfmm.core.simulate import BoutConfig, rule_outputs_for, simulate_bout
@@ -108,13 +109,21 @@ class ArrayEngine:
     # -- inputs ------------------------------------------------------------------------------------
     def inputs(self, request: SimulationRequest) -> dict[str, Any]:
         """Backend arrays of one dtype: prices, chunk prices, per-minute rates, starts, w_init, params."""
+        return {"params": self.param_inputs(request.strategy.params, request.strategy.n_sets, request.dtype),
+                **self.data_inputs(request)}
+
+    def param_inputs(self, params: dict[str, Any], n_sets: int | None, dtype: str) -> dict[str, Any]:
+        """Parameters as backend arrays with a leading set axis (added when ``n_sets`` is None)."""
+        arrays = {k: np.asarray(v) for k, v in params.items()}
+        if n_sets is None:
+            arrays = {k: v[None] for k, v in arrays.items()}
+        return {k: self.bk.asarray(v, dtype) for k, v in arrays.items()}
+
+    def data_inputs(self, request: SimulationRequest) -> dict[str, Any]:
+        """The request's data as backend arrays: prices, chunk prices, per-minute rates, starts, w_init."""
         bk, dt = self.bk, request.dtype
         strategy = request.strategy
-        params = {k: np.asarray(v) for k, v in strategy.params.items()}
-        if strategy.n_sets is None:
-            params = {k: v[None] for k, v in params.items()}
         return {
-            "params": {k: bk.asarray(v, dt) for k, v in params.items()},
             "prices": bk.asarray(request.prices, dt),
             "chunk_prices": bk.asarray(request.prices[:: request.pool.chunk_period], dt),
             "fee": bk.asarray(request.fee, dt),
@@ -184,20 +193,34 @@ class ArrayEngine:
 
     # -- public entry points ---------------------------------------------------------------------------
     def simulate(self, request: SimulationRequest) -> Simulation:
+        return self.simulator_for(request)(request.strategy.params)
+
+    def simulator_for(self, request: SimulationRequest) -> Callable[[dict[str, Any]], Simulation]:
+        """``params -> Simulation`` of ``request`` with its strategy's parameters replaced by ``params`` (same
+        names; a leading set axis when the strategy has one). The prices and rates become backend arrays
+        once, here, so repeated evaluations of one scenario (validation during training) transfer nothing."""
         cfg = bout_config(request)
-        x = self.inputs(request)
-        out = self.simulate_fn(cfg)(x["params"], x["prices"], x["chunk_prices"], x["fee"], x["gas"],
-                                    x["arb_fee"], x["starts"], x["w_init"])
-        keep_sets = request.strategy.n_sets is not None
+        data = self.data_inputs(request)
+        fn = self.simulate_fn(cfg)
+        strategy = request.strategy
+
+        def run(params: dict[str, Any]) -> Simulation:
+            n_sets = None if strategy.n_sets is None else int(np.shape(next(iter(params.values())))[0])
+            x = {"params": self.param_inputs(params, n_sets, request.dtype), **data}
+            out = fn(x["params"], x["prices"], x["chunk_prices"], x["fee"], x["gas"], x["arb_fee"], x["starts"],
+                     x["w_init"])
+            same = params is strategy.params
+            return self._simulation(request if same else dataclasses.replace(
+                request, strategy=strategy.with_params(params)), out)
+
+        return run
+
+    def _simulation(self, request: SimulationRequest, out: dict[str, Any]) -> Simulation:
+        """The :class:`Simulation` of ``request`` from the simulator's (sets, starts, ...) outputs."""
         keep_starts = request.batched_starts
 
         def squeeze(v):
-            """(sets, starts, ...) -> drop the axes the caller did not ask for."""
-            if not keep_starts:
-                v = v[:, 0]
-            if not keep_sets:
-                v = v[0]
-            return v
+            return keep_requested_axes(v, request)
 
         prices = out["prices"][0]
         rows = np.arange(request.n_out)
@@ -262,6 +285,9 @@ class EngineBackend:
     """
 
     fee_path: str = "auto"
+    # how the estimators run their affine recurrences (tfmm.core.estimators): "sequential" (bk.scan) or
+    # "associative" (bk.associative_scan)
+    affine_scan_method: str = "sequential"
 
     def fee_kernel(self, settings: Any) -> Callable | None:
         """The backend's differentiable wrapper of the fused kernel for ``settings``, or None."""
@@ -339,6 +365,9 @@ class EngineBackend:
 
     def simulate(self, request: SimulationRequest) -> Simulation:
         return self.engine.simulate(request)
+
+    def simulator_for(self, request: SimulationRequest) -> Callable[[dict[str, Any]], Simulation]:
+        return self.engine.simulator_for(request)
 
     def value_and_grad_objective(self, request: SimulationRequest, objective: str) -> tuple[Any, dict[str, Any]]:
         return self.engine.value_and_grad(request, objective)

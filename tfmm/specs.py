@@ -27,9 +27,10 @@ from tfmm.core.memory import (
     logit_lambda_from_memory_days,
 )
 from tfmm.core import objectives as core_objectives, weights as core_weights
-from tfmm.core.strategies import registry
+from tfmm.core.strategies import registry, rule_kind as strategy_rule_kind
 from tfmm.core.strategies.common import lambda_cap
 from tfmm.core.strategies.registry import MIXING_PARAMETER, LiveMapping, LiveNames, StrategyRecord
+from tfmm.records import DTYPES
 
 # The largest momentum scale k = 2^log_k m(lambda) accepted (about 1.1e12). The weight update k (g - mean)
 # is added to weights of order 1 and the sum renormalised; its float64 rounding is about k |g| 2^-52, i.e.
@@ -209,6 +210,32 @@ def _log_memory_days(lam: np.ndarray, chunk_period: float) -> np.ndarray:
             math.log(6.0) + np.log(lam) - 3.0 * np.log1p(-lam)) / 3.0
 
 
+def _memory_cap_problem(cap: float, chunk_period: int, max_memory_days: float) -> str | None:
+    """Why the decay cap ``lambda(max_memory_days)`` is unusable in float64 (None when it is usable)."""
+    m_cap = math.exp(_log_memory_days(np.asarray(cap), chunk_period)) if 0.0 < cap < 1.0 else float("nan")
+    if 0.0 < cap < 1.0 and abs(m_cap / max_memory_days - 1.0) < 1e-6:
+        return None
+    return (f"max_memory_days={max_memory_days!r} is invalid: its decay lambda(max_memory_days) is not "
+            f"representable in float64 for chunk_period={chunk_period} (lambda={cap!r}); allowed a memory "
+            f"cap of a few minutes to ~1e9 days")
+
+
+def _checked_log_memory(x: np.ndarray, key: str, cap: float | None, chunk_period: int | None,
+                        max_memory_days: float, report: Callable[..., None]) -> np.ndarray:
+    """log m(lambda) in days of the decay logit ``x`` (``lambda = min(sigmoid(x), cap)``), reporting a
+    lambda that is 0, or rounds to 1 under the cap. Without a chunk period: the lower bound over chunk
+    periods, m at c = 1 minute, capped at ``max_memory_days``."""
+    sig = _sigmoid(x)
+    report(lambda i, j: "lambda = sigmoid(logit) is 0 in float64 (logit below about -745); allowed "
+                        "logit values whose sigmoid is in (0, 1)", key, sig <= 0.0)
+    if cap is None:
+        return np.minimum(_log_memory_days(sig, 1), math.log(max_memory_days))
+    lam = np.minimum(sig, cap)
+    report(lambda i, j: f"lambda = min(sigmoid(logit), lambda(max_memory_days)) rounds to 1 in float64 "
+                        f"(max_memory_days={max_memory_days})", key, lam >= 1.0)
+    return _log_memory_days(lam, chunk_period)
+
+
 def parameter_problems(name: str, params: Mapping[str, Any], chunk_period: int | None,
                        max_memory_days: float) -> list[str | None]:
     """Why each parameter set is out of range (None where it is fine), in float64 as the core computes.
@@ -242,26 +269,11 @@ def parameter_problems(name: str, params: Mapping[str, Any], chunk_period: int |
     cap = None
     if chunk_period is not None:
         cap = lambda_cap(chunk_period, max_memory_days)
-        m_cap = math.exp(_log_memory_days(np.asarray(cap), chunk_period)) if 0.0 < cap < 1.0 else float("nan")
-        if not (0.0 < cap < 1.0) or not abs(m_cap / max_memory_days - 1.0) < 1e-6:
-            return [f"max_memory_days={max_memory_days!r} is invalid: its decay lambda(max_memory_days) is not "
-                    f"representable in float64 for chunk_period={chunk_period} (lambda={cap!r}); allowed a memory "
-                    f"cap of a few minutes to ~1e9 days"] * len(problems)
-    log_m: dict[str, np.ndarray] = {}
-    for key in record.decay_parameters:
-        x = arrays[key]
-        sig = _sigmoid(x)
-        report(lambda i, j: "lambda = sigmoid(logit) is 0 in float64 (logit below about -745); allowed "
-                            "logit values whose sigmoid is in (0, 1)", key, sig <= 0.0)
-        lam = sig if cap is None else np.minimum(sig, cap)
-        if cap is not None:
-            report(lambda i, j: f"lambda = min(sigmoid(logit), lambda(max_memory_days)) rounds to 1 in float64 "
-                                f"(max_memory_days={max_memory_days})", key, lam >= 1.0)
-        if cap is None:
-            # lower bound over chunk periods: m at c = 1 minute, capped at max_memory_days
-            log_m[key] = np.minimum(_log_memory_days(lam, 1), math.log(max_memory_days))
-        else:
-            log_m[key] = _log_memory_days(lam, chunk_period)
+        cap_problem = _memory_cap_problem(cap, chunk_period, max_memory_days)
+        if cap_problem is not None:
+            return [cap_problem] * len(problems)
+    log_m = {key: _checked_log_memory(arrays[key], key, cap, chunk_period, max_memory_days, report)
+             for key in record.decay_parameters}
     scale = record.scale_parameter
     if scale in arrays and log_m:
         lm = np.maximum.reduce(list(log_m.values()))
@@ -429,7 +441,7 @@ class Strategy:
     def rule_kind(self) -> str:
         """"delta" (momentum family), "weight" (min_variance) or "constant" (balancer, hodl); a user
         strategy's kind as registered."""
-        return registry.lookup(self.name).kind
+        return strategy_rule_kind(self.name)
 
     def replace(self, **changes: Any) -> "Strategy":
         return dataclasses.replace(self, **changes)
@@ -647,7 +659,6 @@ class Smoothing:
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "exponential")
 NAN_POLICIES = ("raise", "skip")
-DTYPES = ("float64", "float32")
 SAMPLINGS = ("uniform", "stratified")
 
 

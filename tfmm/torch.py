@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 import tfmm
-from tfmm.api import Simulation
+from tfmm.records import Simulation
 from tfmm.data import Prices
 from tfmm.specs import MODES, OBJECTIVES, Pool, Smoothing, Strategy
 

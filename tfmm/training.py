@@ -28,6 +28,13 @@ a resumed checkpoint and its fingerprint of prices, strategy, pool and TrainConf
 anything is written; checkpoints are ``checkpoint.npz`` (arrays and JSON, no pickle); Ctrl-C raises
 :class:`TrainingInterrupted` naming the last checkpoint. ``docs/errors.md`` lists every refusal.
 
+Structure: :func:`train` validates, builds a :class:`TrainingRun` (what stays fixed: data, periods, the
+compiled trainer, the validation scenario transferred to the backend once) and a :class:`TrainState` (what
+changes, and what a checkpoint holds: ``init`` / ``resume`` / ``save``), then repeats
+:func:`train_one_step`: :func:`sample_step`, :func:`update_step` (the backend's pure per-step update, then
+:func:`on_nonfinite`), :func:`log_row`, and on their cadences :func:`evaluate_and_keep_best` and
+``TrainState.save``.
+
 Periods: ``burn_in`` rows warm the estimators; the rows after it are split in time order into
 train / validation / test by ``config.split``. A training bout ``[s, s + B - 1)`` lies inside the
 training period; validation and test are each one exact-mode bout covering their whole period
@@ -46,7 +53,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -495,7 +502,304 @@ def write_json(path: str | Path, obj: Any) -> None:
     Path(path).write_text(json.dumps(json_ready(obj), indent=2, allow_nan=False))
 
 
+# --- the training state and its named steps --------------------------------------------------------
+
+@dataclass
+class TrainState:
+    """What a run carries from one step to the next; a checkpoint holds all of it but the non-finite log.
+
+    ``step`` counts completed steps; ``params`` / ``opt_state`` are the trainer's arrays (leading axis:
+    parameter sets); ``best_value`` (sets,) is each set's best validation objective so far and
+    ``best_params`` its parameters (numpy); ``updates_applied`` (sets,) counts each set's updates since its
+    last reset; ``history`` / ``evaluations`` are the rows of the log and evaluations tables.
+    """
+
+    step: int
+    params: Any
+    opt_state: Any
+    best_value: np.ndarray
+    best_params: dict[str, np.ndarray]
+    updates_applied: np.ndarray
+    evals_since_improvement: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    nonfinite_validations: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+    last_checkpoint: int | None = None
+
+    @classmethod
+    def init(cls, trainer: Any, params0: dict[str, np.ndarray], config: TrainConfig) -> "TrainState":
+        """Step 0: the initial parameter sets, a fresh optimizer state, no best yet."""
+        params = trainer.from_numpy(params0, config.dtype)
+        return cls(step=0, params=params, opt_state=trainer.init(params),
+                   best_value=np.full(config.n_sets, -np.inf), best_params={k: v.copy() for k, v in params0.items()},
+                   updates_applied=np.zeros(config.n_sets, dtype=np.int64))
+
+    @classmethod
+    def resume(cls, trainer: Any, path: Path, saved: dict[str, Any], params0: dict[str, np.ndarray],
+               config: TrainConfig) -> "TrainState":
+        """The state of checkpoint ``path`` (read by :func:`read_checkpoint`), checked against this run's
+        parameter shapes and optimizer; :class:`CheckpointError` names what does not match."""
+        shapes = {k: np.shape(v) for k, v in params0.items()}
+        saved_shapes = {k: np.shape(v) for k, v in saved["params"].items()}
+        if saved_shapes != shapes:
+            raise CheckpointError(f"checkpoint {path} holds parameters of shapes {saved_shapes}, this run needs {shapes}")
+        params = trainer.from_numpy(saved["params"], config.dtype)
+        template = trainer.to_numpy(trainer.init(params))
+        expected = [np.shape(leaf) for leaf in _tree_leaves(template)]
+        if [np.shape(leaf) for leaf in saved["opt_state"]] != expected:
+            raise CheckpointError(f"checkpoint {path} holds an optimizer state that does not match this "
+                                  f"optimizer ({len(saved['opt_state'])} arrays, expected {len(expected)})")
+        return cls(step=saved["step"], params=params,
+                   opt_state=trainer.from_numpy(_tree_rebuild(template, saved["opt_state"]), config.dtype),
+                   best_value=saved["best_value"], best_params=saved["best_params"],
+                   updates_applied=saved["updates_applied"], evals_since_improvement=saved["evals_since_improvement"],
+                   history=saved["history"], evaluations=saved["evaluations"], last_checkpoint=saved["step"])
+
+    def save(self, path: Path, trainer: Any, config: TrainConfig, fingerprint: dict[str, str]) -> None:
+        """Write the checkpoint (atomically) and remember its step."""
+        _write_checkpoint(path, {
+            "config": config.to_dict(), "fingerprint": fingerprint, "step": self.step,
+            "params": trainer.to_numpy(self.params), "opt_state": trainer.to_numpy(self.opt_state),
+            "history": self.history, "evaluations": self.evaluations, "best_value": self.best_value,
+            "best_params": self.best_params, "evals_since_improvement": self.evals_since_improvement,
+            "updates_applied": self.updates_applied,
+        })
+        self.last_checkpoint = self.step
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingRun:
+    """What stays fixed during a run: inputs, periods, the compiled trainer and its static inputs, the probe
+    bouts, the validation scenario (prices transferred once) and where the run is written."""
+
+    prices: Prices
+    strategy: Strategy
+    pool: Pool
+    config: TrainConfig
+    periods: Periods
+    candidates: np.ndarray
+    probe: np.ndarray
+    trainer: Any
+    static_inputs: tuple
+    validation: Callable[[dict[str, np.ndarray]], Any]
+    fingerprint: dict[str, str]
+    run_path: Path | None
+    on_evaluation: Callable[[dict[str, Any]], None] | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.strategy.params)
+
+
+def validation_scenario(bk: Any, prices: Prices, template: Strategy, pool: Pool, config: TrainConfig,
+                        periods: Periods) -> Callable[[dict[str, np.ndarray]], Any]:
+    """``params -> exact-mode Simulation`` of the one bout covering the validation period (the training
+    period when there is none), validated and transferred to the backend once."""
+    start, stop = periods.validation if periods.validation[1] > periods.validation[0] else periods.train
+    request = make_request(prices, template, pool, start=start, length=stop - start + 1, mode="exact",
+                           dtype=config.dtype)
+    return bk.simulator_for(request)
+
+
+def sample_step(run: TrainingRun, step: int) -> np.ndarray:
+    """The bout starts of ``step`` (a pure function of the seed and the step, so resuming repeats them)."""
+    return sample_starts(run.candidates, run.config.batch_size, step, run.config.seed, run.config.sampling)
+
+
+def update_step(run: TrainingRun, state: TrainState, starts: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+    """One optimizer update of every set on the bouts ``starts``; returns the step's statistics and which
+    sets' updates were applied (the others are handled by :func:`on_nonfinite`)."""
+    trainer = run.trainer
+    previous = state.params
+    state.params, state.opt_state, stats = trainer.step(state.params, state.opt_state,
+                                                        run.static_inputs + (trainer.starts(starts),))
+    stats = trainer.to_numpy(stats)
+    finite = on_nonfinite(run, state, previous, starts, stats)
+    state.updates_applied = np.where(finite, state.updates_applied + 1, 0)
+    return stats, finite
+
+
+def on_nonfinite(run: TrainingRun, state: TrainState, previous: Any, starts: np.ndarray,
+                 stats: dict[str, Any]) -> np.ndarray:
+    """Which sets' updates stand: not those with a non-finite objective or gradient (the trainer kept their
+    parameters), nor those the update took out of range (reverted here). Under ``nan_policy="raise"`` the
+    first such set stops training with a :class:`TrainingDivergedError` that localises it."""
+    config, trainer = run.config, run.trainer
+    finite = np.asarray(stats["finite"]).copy()
+    if not finite.all() and config.nan_policy == "raise":
+        bad_set = int(np.argmin(finite))
+        report = _localise_nonfinite(run.prices, run.strategy, run.pool, config, starts, bad_set,
+                                     trainer.to_numpy(state.params), stats)
+        report["step"] = state.step
+        raise TrainingDivergedError(
+            f"non-finite objective or gradient at step {state.step}, parameter set {bad_set}, bout starts "
+            f"{report['starts']}: first non-finite quantity: {report['first_nonfinite']} "
+            f"(nan_policy='raise'; use nan_policy='skip' to drop such updates)", report)
+    # parameters out of the usable range (lambda rounding to 0, k above 2^40 ...) count as non-finite: the
+    # simulation would have NaN weights with finite values
+    params_np = trainer.to_numpy(state.params)
+    problems = parameter_problems(run.strategy.name, params_np, run.pool.chunk_period, run.strategy.max_memory_days)
+    out_of_range = np.array([p is not None for p in problems]) & finite
+    if not out_of_range.any():
+        return finite
+    bad_set = int(np.argmax(out_of_range))
+    if config.nan_policy == "raise":
+        report = {"set": bad_set, "starts": [int(s) for s in starts], "step": state.step,
+                  "params": {k: v[bad_set].tolist() for k, v in params_np.items()},
+                  "objective": float(np.asarray(stats["objective"])[bad_set]),
+                  "first_nonfinite": f"parameters after the update: {problems[bad_set]}"}
+        raise TrainingDivergedError(
+            f"non-finite state at step {state.step}, parameter set {bad_set}, bout starts {report['starts']}: "
+            f"first non-finite quantity: {report['first_nonfinite']} (nan_policy='raise'; use "
+            f"nan_policy='skip' to drop such updates)", report)
+    state.params, state.opt_state = _revert_sets(trainer, config, previous, params_np, state.opt_state, out_of_range)
+    return finite & ~out_of_range
+
+
+def log_row(run: TrainingRun, step: int, stats: dict[str, Any], finite: np.ndarray, lr: np.ndarray) -> dict[str, Any]:
+    """The log table's row of ``step``: mean and per-set objective and gradient norms over the sets whose
+    update was applied, per-parameter gradient norms, learning rate, skipped sets (boundary columns NaN
+    until :func:`evaluate_and_keep_best` fills them)."""
+    objective = np.asarray(stats["objective"], dtype=np.float64)
+    grad_norm = np.asarray(stats["grad_norm"])
+    any_finite = bool(finite.any())
+    row: dict[str, Any] = {
+        "step": step,
+        "objective": float(np.nanmean(np.where(finite, objective, np.nan))) if any_finite else float("nan"),
+        "grad_norm": float(np.mean(grad_norm[finite])) if any_finite else float("nan"),
+        "learning_rate": float(np.mean(lr)),
+        "skipped_sets": int((~finite).sum()),
+    }
+    for i in range(run.config.n_sets):
+        row[f"objective_set{i}"] = float(objective[i])
+        row[f"grad_norm_set{i}"] = float(grad_norm[i])
+    for k in run.names:
+        row[f"grad_norm_{k}"] = float(np.mean(np.asarray(stats["group_norms"][k])))
+    row["gate_near_boundary"] = row["selection_near_boundary"] = float("nan")
+    return row
+
+
+def evaluate_and_keep_best(run: TrainingRun, state: TrainState, starts: np.ndarray | None = None,
+                           row: dict[str, Any] | None = None) -> None:
+    """Validate every set (exact mode), keep each set's best parameters, count evaluations without
+    improvement (early stopping on ``patience``), append the evaluations row (with the probe objective)
+    and send it to ``on_evaluation``; with ``row``, also fill the step's boundary columns on ``starts[0]``."""
+    config = run.config
+    params_np = run.trainer.to_numpy(state.params)
+    val = _validate_sets(run, params_np, state.step, state.nonfinite_validations)
+    improved = val > state.best_value
+    for i in np.flatnonzero(improved):
+        state.best_value[i] = val[i]
+        for k in run.names:
+            state.best_params[k][i] = params_np[k][i]
+    if state.step > 0:
+        state.evals_since_improvement = 0 if improved.any() else state.evals_since_improvement + 1
+    if row is not None:
+        row.update(_boundary_row(run.prices, run.strategy, run.pool, config, starts[0], params_np))
+    state.evaluations.append({"step": state.step, **{f"validation_set{i}": float(v) for i, v in enumerate(val)},
+                              "validation_best": float(np.max(state.best_value)), **_probe_row(_probe(run, state))})
+    if run.on_evaluation is not None:
+        run.on_evaluation(dict(state.evaluations[-1]))
+    if config.patience is not None and state.evals_since_improvement >= config.patience:
+        state.stopped_early = True
+
+
+def _probe(run: TrainingRun, state: TrainState) -> np.ndarray | None:
+    """The training objective of every set on the probe bouts (None without a probe)."""
+    if run.probe.size == 0:
+        return None
+    return probe_objective(run.trainer, state.params, state.opt_state, run.static_inputs, run.probe,
+                           run.config.batch_size)
+
+
+def train_one_step(run: TrainingRun, state: TrainState) -> dict[str, Any]:
+    """Sample, update, log; evaluate on the evaluation cadence; checkpoint on the checkpoint cadence."""
+    config = run.config
+    step = state.step
+    starts = sample_step(run, step)
+    lr = run.trainer.learning_rate(step, state.opt_state)
+    stats, finite = update_step(run, state, starts)
+    row = log_row(run, step, stats, finite, lr)
+    state.history.append(row)
+    state.step = step + 1
+    done = state.step == config.n_iterations
+    if state.step % config.eval_every == 0 or done:
+        evaluate_and_keep_best(run, state, starts, row)
+    if run.run_path is not None and (state.step % config.checkpoint_every == 0 or done or state.stopped_early):
+        state.save(run.run_path / CHECKPOINT, run.trainer, config, run.fingerprint)
+    return row
+
+
+def run_steps(run: TrainingRun, state: TrainState, progress: bool) -> None:
+    """Steps until ``n_iterations`` or early stopping, with a progress bar; Ctrl-C raises
+    :class:`TrainingInterrupted` naming the last checkpoint."""
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc=f"train {run.strategy.name}", unit="step", initial=state.step, total=run.config.n_iterations)
+    try:
+        while state.step < run.config.n_iterations and not state.stopped_early:
+            row = train_one_step(run, state)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(objective=f"{row['objective']:.4g}", grad=f"{row['grad_norm']:.3g}")
+    except KeyboardInterrupt:
+        if run.run_path is not None and state.last_checkpoint is not None:
+            where = (f"the last checkpoint (step {state.last_checkpoint}) is in {run.run_path}: resume with "
+                     f"resume={str(run.run_path)!r}")
+        else:
+            where = "no checkpoint was written"
+        raise TrainingInterrupted(f"training interrupted at step {state.step}; {where}", state.step,
+                                  state.last_checkpoint, run.run_path) from None
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 # --- training ------------------------------------------------------------------------------------
+
+def _check_train_inputs(prices: Any, strategy: Strategy, pool: Pool, config: TrainConfig | None) -> tuple[Prices, TrainConfig]:
+    """Types and trainability of the inputs of :func:`train`; the prices as :class:`Prices`."""
+    config = TrainConfig() if config is None else config
+    for name, value, kind in (("strategy", strategy, Strategy), ("pool", pool, Pool), ("config", config, TrainConfig)):
+        if not isinstance(value, kind):
+            raise TypeError(f"{name} must be a tfmm.{kind.__name__}, got {type(value).__name__}")
+    prices = as_prices(prices)
+    if not strategy.is_trainable:
+        raise ValueError(f"strategy {strategy.name!r} has no trainable parameters")
+    check_objective_length(config.objective, config.bout_length)
+    return prices, config
+
+
+def _start_state(trainer: Any, params0: dict[str, np.ndarray], config: TrainConfig, resume: str | Path | None,
+                 fingerprint: dict[str, str], run_path: Path | None, overwrite: bool) -> tuple[TrainState, bool]:
+    """The initial or resumed state (validated), and whether the run resumes in its own folder; refuses a
+    run folder that holds another run. Writes nothing."""
+    resuming_here = False
+    state = None
+    if resume is not None:
+        ckpt = checkpoint_path(resume)
+        saved = read_checkpoint(ckpt)
+        _check_resume(ckpt, saved, fingerprint, config)
+        resuming_here = run_path is not None and run_path.resolve() == ckpt.parent.resolve()
+    if run_path is not None:
+        _prepare_run_dir(run_path, resuming_here, overwrite)
+    if resume is not None:
+        state = TrainState.resume(trainer, ckpt, saved, params0, config)
+    return (state if state is not None else TrainState.init(trainer, params0, config)), resuming_here
+
+
+def _open_run_dir(run_path: Path, resuming_here: bool, overwrite: bool, strategy: Strategy, pool: Pool,
+                  config: TrainConfig) -> None:
+    """Create the run folder (clearing another run's files under ``overwrite``) and write config.toml."""
+    run_path.mkdir(parents=True, exist_ok=True)
+    if overwrite and not resuming_here:
+        for name in RUN_FILES:
+            (run_path / name).unlink(missing_ok=True)
+    (run_path / "config.toml").write_text(to_toml(pool=pool, strategy=strategy, train=config))
+
 
 def train(
     prices: Any,
@@ -508,234 +812,98 @@ def train(
     progress: bool = True,
     init_noise: float = 0.5,
     overwrite: bool = False,
+    on_evaluation: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
-    """Train ``strategy``'s parameters on ``prices`` with the current backend (see module docstring).
+    """Train ``strategy``'s parameters on ``prices`` with the current backend (jax or torch; see the module
+    docstring for what each step does).
 
-    run_dir: write config, log CSV, checkpoints, best parameters, metrics and plots there. A folder that
-    already holds a run is refused unless ``overwrite=True`` (its run files are then replaced) or it is
-    the folder being resumed. Every input, and a resumed checkpoint, is validated before anything is
-    written, so a rejected run leaves the folder as it was.
-    resume: a run folder (or checkpoint file) to continue from, giving the same result as an
-    uninterrupted run; it must have been written for the same prices, strategy, pool and TrainConfig.
-    Ctrl-C raises :class:`TrainingInterrupted` (a KeyboardInterrupt) saying where the last checkpoint is.
+    Args:
+      prices: minute prices (as :func:`tfmm.simulate`); split in time into train / validation / test.
+      strategy: the rule and its initial parameters (a parameter-set axis, or ``config.n_sets`` sets drawn
+        around them with ``init_noise``, the standard deviation in unconstrained units).
+      pool: the pool trained in.
+      config: optimiser, schedule, bouts, objective and policies (:class:`tfmm.TrainConfig`).
+      run_dir: write config, log CSV, checkpoints, best parameters, metrics and plots there. A folder that
+        already holds a run is refused unless ``overwrite=True`` (its run files are then replaced) or it is
+        the folder being resumed. Every input, and a resumed checkpoint, is validated before anything is
+        written, so a rejected run leaves the folder as it was.
+      resume: a run folder (or checkpoint file) to continue from, giving the same result as an
+        uninterrupted run; it must have been written for the same prices, strategy, pool and TrainConfig.
+      progress: show a progress bar.
+      on_evaluation: called with a copy of each new row of the evaluations table (``step``,
+        ``validation_set{i}``, ``validation_best``: the best exact-mode validation objective so far, probe
+        columns) right after it is computed: at step 0 and every ``eval_every`` steps (a resumed run sends
+        only the rows it adds). For progress reports (``tfmm sweep`` feeds them to Ray Tune); an exception
+        it raises stops training.
+
+    Returns:
+      A :class:`TrainResult`: the best strategy (selected by exact-mode validation), every set's best, the
+      log and evaluations tables, exact-mode validation and test metrics. Ctrl-C raises
+      :class:`TrainingInterrupted` (a KeyboardInterrupt) saying where the last checkpoint is; a non-finite
+      objective or gradient under ``nan_policy="raise"`` raises :class:`TrainingDivergedError`.
     """
-    import pandas as pd
-
-    config = TrainConfig() if config is None else config
-    if not isinstance(strategy, Strategy):
-        raise TypeError(f"strategy must be a tfmm.Strategy, got {type(strategy).__name__}")
-    if not isinstance(pool, Pool):
-        raise TypeError(f"pool must be a tfmm.Pool, got {type(pool).__name__}")
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a tfmm.TrainConfig, got {type(config).__name__}")
-    prices = as_prices(prices)
-    if not strategy.is_trainable:
-        raise ValueError(f"strategy {strategy.name!r} has no trainable parameters")
-    check_objective_length(config.objective, config.bout_length)
+    prices, config = _check_train_inputs(prices, strategy, pool, config)
     bk = get_backend()
     if not hasattr(bk, "make_trainer"):
-        raise ValueError(f"backend {bk.name!r} cannot train; use tfmm.use('jax')")
+        raise ValueError(f"backend {bk.name!r} cannot train; use tfmm.use('jax') or tfmm.use('torch')")
     periods = make_periods(prices.n_rows, strategy, pool, config)
     candidates = candidate_starts(periods, pool.chunk_period, config.bout_length)
     params0 = initial_param_sets(strategy, config.n_sets, config.seed, init_noise)
     template = strategy.with_params(params0)
     request = make_request(prices, template, pool, start=candidates[:1], length=config.bout_length,
                            mode=config.mode, smoothing=config.smoothing, dtype=config.dtype)
-    selected_on = "validation" if periods.validation[1] > periods.validation[0] else "train"
-    if selected_on == "train":
+    if periods.validation[1] <= periods.validation[0]:
         warnings.warn(
             f"split={config.split} has no validation period: the best parameters are selected on the training "
             f"period itself (in-sample), and the reported validation metrics are empty", UserWarning, stacklevel=2)
     fingerprint = run_fingerprint(prices, strategy, pool, config)
     run_path = Path(run_dir) if run_dir is not None else None
-
-    state_np: dict[str, Any] | None = None
-    resuming_here = False
-    if resume is not None:
-        ckpt = checkpoint_path(resume)
-        state_np = read_checkpoint(ckpt)
-        _check_resume(ckpt, state_np, fingerprint, config)
-        resuming_here = run_path is not None and run_path.resolve() == ckpt.parent.resolve()
-    if run_path is not None:
-        _prepare_run_dir(run_path, resuming_here, overwrite)
-
     trainer = bk.make_trainer(request, config)
-    if state_np is None:
-        params = trainer.from_numpy(params0, config.dtype)
-        opt_state = trainer.init(params)
-        start_step, history_rows, eval_rows = 0, [], []
-        best_value = np.full(config.n_sets, -np.inf)
-        best_params = {k: v.copy() for k, v in params0.items()}
-        evals_since_improvement = 0
-        updates_applied = np.zeros(config.n_sets, dtype=np.int64)
-    else:
-        shapes = {k: np.shape(v) for k, v in params0.items()}
-        saved = {k: np.shape(v) for k, v in state_np["params"].items()}
-        if saved != shapes:
-            raise CheckpointError(f"checkpoint {ckpt} holds parameters of shapes {saved}, this run needs {shapes}")
-        params = trainer.from_numpy(state_np["params"], config.dtype)
-        template_state = trainer.to_numpy(trainer.init(params))
-        expected = [np.shape(leaf) for leaf in _tree_leaves(template_state)]
-        if [np.shape(leaf) for leaf in state_np["opt_state"]] != expected:
-            raise CheckpointError(f"checkpoint {ckpt} holds an optimizer state that does not match this "
-                                  f"optimizer ({len(state_np['opt_state'])} arrays, expected {len(expected)})")
-        opt_state = trainer.from_numpy(_tree_rebuild(template_state, state_np["opt_state"]), config.dtype)
-        start_step = state_np["step"]
-        history_rows, eval_rows = state_np["history"], state_np["evaluations"]
-        best_value, best_params = state_np["best_value"], state_np["best_params"]
-        evals_since_improvement = state_np["evals_since_improvement"]
-        updates_applied = state_np["updates_applied"]
-
+    state, resuming_here = _start_state(trainer, params0, config, resume, fingerprint, run_path, overwrite)
     # everything is validated: only now touch the run folder
     if run_path is not None:
-        run_path.mkdir(parents=True, exist_ok=True)
-        if overwrite and not resuming_here:
-            for name in RUN_FILES:
-                (run_path / name).unlink(missing_ok=True)
-        (run_path / "config.toml").write_text(to_toml(pool=pool, strategy=strategy, train=config))
-
-    nonfinite_validations: list[dict[str, Any]] = []
-    if state_np is None:
+        _open_run_dir(run_path, resuming_here, overwrite, strategy, pool, config)
+    run = TrainingRun(prices=prices, strategy=strategy, pool=pool, config=config, periods=periods,
+                      candidates=candidates, probe=probe_starts(candidates, config), trainer=trainer,
+                      static_inputs=trainer.static_inputs(request),
+                      validation=validation_scenario(bk, prices, template, pool, config, periods),
+                      fingerprint=fingerprint, run_path=run_path, on_evaluation=on_evaluation)
+    if state.step == 0 and not state.evaluations:
         # the initial parameters are candidates too: training never returns worse on validation than its start
-        val0 = _validate_sets(prices, strategy, pool, config, periods, params0, 0, nonfinite_validations)
-        best_value = val0.copy()
-    static_inputs = trainer.static_inputs(request)
-    probe = probe_starts(candidates, config)
-
-    def probe_values(current_params: Any, current_state: Any) -> np.ndarray | None:
-        if probe.size == 0:
-            return None
-        return probe_objective(trainer, current_params, current_state, static_inputs, probe, config.batch_size)
-
-    if state_np is None:
-        eval_rows.append({"step": 0, **{f"validation_set{i}": float(v) for i, v in enumerate(val0)},
-                          "validation_best": float(np.max(best_value)), **_probe_row(probe_values(params, opt_state))})
+        evaluate_and_keep_best(run, state)
     t0 = time.perf_counter()
-    stopped_early = False
-    steps = range(start_step, config.n_iterations)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(steps, desc=f"train {strategy.name}", unit="step", initial=start_step, total=config.n_iterations)
-        steps = bar
-    names = list(params0)
-    last_checkpoint = start_step if state_np is not None else None
-    step = start_step
-    try:
-        for step in steps:
-            starts = sample_starts(candidates, config.batch_size, step, config.seed, config.sampling)
-            lr = trainer.learning_rate(step, opt_state)
-            previous = params
-            params, opt_state, stats = trainer.step(params, opt_state, static_inputs + (trainer.starts(starts),))
-            stats = trainer.to_numpy(stats)
-            finite = np.asarray(stats["finite"]).copy()
-            if not finite.all():
-                bad_set = int(np.argmin(finite))
-                if config.nan_policy == "raise":
-                    report = _localise_nonfinite(prices, strategy, pool, config, starts, bad_set,
-                                                 trainer.to_numpy(params), stats)
-                    report["step"] = step
-                    raise TrainingDivergedError(
-                        f"non-finite objective or gradient at step {step}, parameter set {bad_set}, bout starts "
-                        f"{report['starts']}: first non-finite quantity: {report['first_nonfinite']} "
-                        f"(nan_policy='raise'; use nan_policy='skip' to drop such updates)", report)
-            # an update whose parameters leave the usable range (lambda rounding to 0, k above 2^40 ...)
-            # counts as non-finite: the simulation would have NaN weights with finite values
-            params_np = trainer.to_numpy(params)
-            problems = parameter_problems(strategy.name, params_np, pool.chunk_period, strategy.max_memory_days)
-            out_of_range = np.array([p is not None for p in problems]) & finite
-            if out_of_range.any():
-                bad_set = int(np.argmax(out_of_range))
-                if config.nan_policy == "raise":
-                    report = {"set": bad_set, "starts": [int(s) for s in starts], "step": step,
-                              "params": {k: v[bad_set].tolist() for k, v in params_np.items()},
-                              "objective": float(np.asarray(stats["objective"])[bad_set]),
-                              "first_nonfinite": f"parameters after the update: {problems[bad_set]}"}
-                    raise TrainingDivergedError(
-                        f"non-finite state at step {step}, parameter set {bad_set}, bout starts {report['starts']}: "
-                        f"first non-finite quantity: {report['first_nonfinite']} (nan_policy='raise'; use "
-                        f"nan_policy='skip' to drop such updates)", report)
-                params, opt_state = _revert_sets(trainer, config, previous, params_np, opt_state, out_of_range)
-                finite = finite & ~out_of_range
-            objective = np.asarray(stats["objective"], dtype=np.float64)
-            updates_applied = np.where(finite, updates_applied + 1, 0)
-            row: dict[str, Any] = {
-                "step": step,
-                "objective": float(np.nanmean(np.where(finite, objective, np.nan))) if finite.any() else float("nan"),
-                "grad_norm": float(np.mean(np.asarray(stats["grad_norm"])[finite])) if finite.any() else float("nan"),
-                "learning_rate": float(np.mean(lr)),
-                "skipped_sets": int((~finite).sum()),
-            }
-            for i in range(config.n_sets):
-                row[f"objective_set{i}"] = float(objective[i])
-                row[f"grad_norm_set{i}"] = float(np.asarray(stats["grad_norm"])[i])
-            for k in names:
-                row[f"grad_norm_{k}"] = float(np.mean(np.asarray(stats["group_norms"][k])))
-            row["gate_near_boundary"] = row["selection_near_boundary"] = float("nan")
-            history_rows.append(row)
-            if bar is not None:
-                bar.set_postfix(objective=f"{row['objective']:.4g}", grad=f"{row['grad_norm']:.3g}")
-
-            done = step + 1 == config.n_iterations
-            if (step + 1) % config.eval_every == 0 or done:
-                params_np = trainer.to_numpy(params)
-                val = _validate_sets(prices, strategy, pool, config, periods, params_np, step + 1,
-                                     nonfinite_validations)
-                improved = val > best_value
-                for i in np.flatnonzero(improved):
-                    best_value[i] = val[i]
-                    for k in names:
-                        best_params[k][i] = params_np[k][i]
-                evals_since_improvement = 0 if improved.any() else evals_since_improvement + 1
-                row.update(_boundary_row(prices, strategy, pool, config, starts[0], params_np))
-                eval_rows.append({"step": step + 1, **{f"validation_set{i}": float(v) for i, v in enumerate(val)},
-                                  "validation_best": float(np.max(best_value)),
-                                  **_probe_row(probe_values(params, opt_state))})
-                if config.patience is not None and evals_since_improvement >= config.patience:
-                    stopped_early = True
-            if run_path is not None and ((step + 1) % config.checkpoint_every == 0 or done or stopped_early):
-                _write_checkpoint(run_path / CHECKPOINT, {
-                    "config": config.to_dict(), "fingerprint": fingerprint, "step": step + 1,
-                    "params": trainer.to_numpy(params), "opt_state": trainer.to_numpy(opt_state),
-                    "history": history_rows, "evaluations": eval_rows, "best_value": best_value,
-                    "best_params": best_params, "evals_since_improvement": evals_since_improvement,
-                    "updates_applied": updates_applied,
-                })
-                last_checkpoint = step + 1
-            if stopped_early:
-                break
-    except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
-        if run_path is not None and last_checkpoint is not None:
-            where = f"the last checkpoint (step {last_checkpoint}) is in {run_path}: resume with resume={str(run_path)!r}"
-        else:
-            where = "no checkpoint was written"
-        raise TrainingInterrupted(f"training interrupted at step {step}; {where}", step, last_checkpoint,
-                                  run_path) from None
-    if bar is not None:
-        bar.close()
-
-    if not np.isfinite(best_value).any():
-        raise TrainingDivergedError("no parameter set reached a finite validation objective",
-                                    {"best_value": best_value.tolist(), "nonfinite": nonfinite_validations})
-    best_set = int(np.argmax(best_value))
-    per_set = [strategy.with_params({k: best_params[k][i] for k in names}) for i in range(config.n_sets)]
-    best = per_set[best_set]
-    validation = _exact_metrics(prices, best, pool, periods.validation, config.dtype) if periods.validation[1] > periods.validation[0] else {}
-    test = _exact_metrics(prices, best, pool, periods.test, config.dtype) if periods.test[1] > periods.test[0] else {}
-    result = TrainResult(
-        strategy=best, strategies_per_set=per_set, history=pd.DataFrame(history_rows),
-        evaluations=pd.DataFrame(eval_rows), validation=validation, test=test, periods=periods,
-        best_set=best_set, stopped_early=stopped_early, wall_time_s=time.perf_counter() - t0, run_dir=run_path,
-        extras={"updates_applied": updates_applied, "selected_on": selected_on,
-                "nonfinite_validations": nonfinite_validations, "final_params": trainer.to_numpy(params),
-                "probe_starts": probe},
-    )
+    run_steps(run, state, progress)
+    result = _result(run, state, time.perf_counter() - t0)
     if run_path is not None:
         write_run(result, prices, pool, config)
     return result
+
+
+def _result(run: TrainingRun, state: TrainState, wall_time_s: float) -> TrainResult:
+    """The :class:`TrainResult`: the best set by validation, its exact-mode validation and test metrics."""
+    import pandas as pd
+
+    if not np.isfinite(state.best_value).any():
+        raise TrainingDivergedError("no parameter set reached a finite validation objective",
+                                    {"best_value": state.best_value.tolist(), "nonfinite": state.nonfinite_validations})
+    prices, pool, periods, dtype = run.prices, run.pool, run.periods, run.config.dtype
+    best_set = int(np.argmax(state.best_value))
+    per_set = [run.strategy.with_params({k: state.best_params[k][i] for k in run.names})
+               for i in range(run.config.n_sets)]
+    best = per_set[best_set]
+    has = lambda period: period[1] > period[0]  # noqa: E731
+    return TrainResult(
+        strategy=best, strategies_per_set=per_set, history=pd.DataFrame(state.history),
+        evaluations=pd.DataFrame(state.evaluations),
+        validation=_exact_metrics(prices, best, pool, periods.validation, dtype) if has(periods.validation) else {},
+        test=_exact_metrics(prices, best, pool, periods.test, dtype) if has(periods.test) else {},
+        periods=periods, best_set=best_set, stopped_early=state.stopped_early, wall_time_s=wall_time_s,
+        run_dir=run.run_path,
+        extras={"updates_applied": state.updates_applied,
+                "selected_on": "validation" if has(periods.validation) else "train",
+                "nonfinite_validations": state.nonfinite_validations,
+                "final_params": run.trainer.to_numpy(state.params), "probe_starts": run.probe},
+    )
 
 
 def _revert_sets(trainer, config, previous, params_np, opt_state, bad) -> tuple[Any, Any]:
@@ -773,32 +941,35 @@ def _boundary_row(prices, strategy, pool, config, start, params_np) -> dict[str,
     return {"gate_near_boundary": float(np.mean(gate)), "selection_near_boundary": float(np.mean(sel))}
 
 
-def _validate_sets(prices, strategy, pool, config, periods, params_np, step, nonfinite) -> np.ndarray:
-    """Exact-mode validation objective of every parameter set (one simulation with a set axis).
+def _validate_sets(run: TrainingRun, params_np: dict[str, np.ndarray], step: int, nonfinite: list) -> np.ndarray:
+    """Exact-mode validation objective of every parameter set (one simulation with a set axis, on the run's
+    validation scenario).
 
     A set whose parameters are out of range, whose simulation is non-finite or whose objective is not
     finite gets -inf, so it can never become the best; under ``nan_policy="raise"`` it stops training
     (:class:`TrainingDivergedError`). Each such case is appended to ``nonfinite``.
     """
-    period = periods.validation if periods.validation[1] > periods.validation[0] else periods.train
+    from tfmm.api import check_finite, metrics
+
+    config, strategy = run.config, run.strategy
     n = config.n_sets
     values = np.full(n, -np.inf)
-    reasons: list[str | None] = list(parameter_problems(strategy.name, params_np, pool.chunk_period,
+    reasons: list[str | None] = list(parameter_problems(strategy.name, params_np, run.pool.chunk_period,
                                                         strategy.max_memory_days))
     ok = [i for i in range(n) if reasons[i] is None]
 
-    def run(indices: list[int]) -> np.ndarray:
-        sub = strategy.with_params({k: np.asarray(v)[indices] for k, v in params_np.items()})
-        out = _exact_metrics(prices, sub, pool, period, config.dtype)[config.objective]
-        return np.asarray(out, dtype=np.float64).reshape(-1)
+    def objective_of(indices: list[int]) -> np.ndarray:
+        sim = run.validation({k: np.asarray(v)[indices] for k, v in params_np.items()})
+        check_finite(sim)
+        return np.asarray(metrics(sim)[config.objective], dtype=np.float64).reshape(-1)
 
     if ok:
         try:
-            values[ok] = run(ok)
+            values[ok] = objective_of(ok)
         except NonFiniteSimulationError:
             for i in ok:  # find which sets fail
                 try:
-                    values[i] = run([i])[0]
+                    values[i] = objective_of([i])[0]
                 except NonFiniteSimulationError as exc:
                     reasons[i] = f"non-finite {exc.quantity} at row {exc.row} of the validation bout"
     for i in range(n):

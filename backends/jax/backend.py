@@ -161,7 +161,7 @@ def _register_pytrees() -> None:
     (leaves may be tracers)."""
     import dataclasses
 
-    from tfmm.api import Simulation
+    from tfmm.records import Simulation
     from tfmm.specs import Strategy
 
     def strategy_flatten(s: Strategy):

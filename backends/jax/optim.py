@@ -8,6 +8,7 @@ optimizer is ``vmap``-ed over the leading set axis, so clipping and Adam statist
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -65,8 +66,51 @@ def plateau_scale(state: Any) -> np.ndarray | None:
     return None
 
 
+def _set_mask(finite: Any, leaf: Any) -> Any:
+    """(sets,) -> broadcastable against ``leaf`` (sets, ...)."""
+    return finite.reshape((-1,) + (1,) * (jnp.ndim(leaf) - 1))
+
+
+def clipped_objective(objective_per_set: Callable, clip_objective: float | None) -> Callable:
+    """params, *inputs -> (sum over sets, per-set objective), each set's objective clipped to
+    ``[-clip_objective, clip_objective]`` when set (its gradient is then 0 outside)."""
+
+    def objective(params: Any, *inputs: Any) -> tuple[Any, Any]:
+        per_set = objective_per_set(params, *inputs)
+        if clip_objective is not None:
+            per_set = jnp.clip(per_set, -clip_objective, clip_objective)
+        return jnp.sum(per_set), per_set
+
+    return objective
+
+
+def train_step(objective: Callable, optimizer: optax.GradientTransformationExtraArgs, params: Any, state: Any,
+               *inputs: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """One update of every parameter set, pure: ``(params, state, stats)`` from ``(params, state)``.
+
+    Gradient ascent on ``objective`` (see :func:`clipped_objective`); the optimizer, ``vmap``-ed over sets,
+    is fed the descent direction ``-g`` and, for plateau reduction, the value ``-objective``. A set whose
+    objective or gradient is not finite keeps its parameters and gets a fresh optimizer state. ``stats``:
+    per-set objective, finite flag, global gradient norm ``sqrt(sum_k ||g_k||^2)`` and per-name norms.
+    """
+    (_, per_set), grads = jax.value_and_grad(objective, has_aux=True)(params, *inputs)
+    finite = jnp.isfinite(per_set)
+    for g in jax.tree_util.tree_leaves(grads):
+        finite = finite & jnp.all(jnp.isfinite(g), axis=tuple(range(1, g.ndim)))
+    descent = jax.tree_util.tree_map(lambda g: jnp.where(_set_mask(finite, g), -g, 0.0), grads)
+    updates, new_state = jax.vmap(lambda u, s, p, v: optimizer.update(u, s, p, value=v))(
+        descent, state, params, -jnp.where(finite, per_set, 0.0))
+    keep = lambda new, old: jnp.where(_set_mask(finite, new), new, old)  # noqa: E731
+    new_params = jax.tree_util.tree_map(keep, optax.apply_updates(params, updates), params)
+    new_state = jax.tree_util.tree_map(keep, new_state, jax.vmap(optimizer.init)(params))
+    group_norms = {k: jnp.sqrt(jnp.sum(g * g, axis=tuple(range(1, g.ndim)))) for k, g in grads.items()}
+    global_norm = jnp.sqrt(sum(n * n for n in group_norms.values()))
+    stats = {"objective": per_set, "finite": finite, "grad_norm": global_norm, "group_norms": group_norms}
+    return new_params, new_state, stats
+
+
 class JaxTrainer:
-    """One jitted step for all parameter sets and bouts: objective, gradient, NaN guard, update."""
+    """One jitted :func:`train_step` for all parameter sets and bouts, and the conversions around it."""
 
     def __init__(self, engine: Any, request: Any, config: TrainConfig) -> None:
         from tfmm.engine import bout_config
@@ -82,41 +126,8 @@ class JaxTrainer:
         self.optimizer = make_optimizer(config)
         self.schedule = learning_rate_schedule(config)
         self._init = jax.jit(jax.vmap(self.optimizer.init))
-        clip_objective = config.clip_objective
-        optimizer = self.optimizer
-
-        def objective(params, *inputs):
-            per_set = objective_per_set(params, *inputs)
-            if clip_objective is not None:
-                per_set = jnp.clip(per_set, -clip_objective, clip_objective)
-            return jnp.sum(per_set), per_set
-
-        value_and_grad = jax.value_and_grad(objective, has_aux=True)
-
-        def step(params, state, *inputs):
-            (_, per_set), grads = value_and_grad(params, *inputs)
-            finite = jnp.isfinite(per_set)
-            for g in jax.tree_util.tree_leaves(grads):
-                finite = finite & jnp.all(jnp.isfinite(g), axis=tuple(range(1, g.ndim)))
-            descent = jax.tree_util.tree_map(
-                lambda g: jnp.where(finite.reshape((-1,) + (1,) * (g.ndim - 1)), -g, 0.0), grads)
-            updates, new_state = jax.vmap(lambda u, s, p, v: optimizer.update(u, s, p, value=v))(
-                descent, state, params, -jnp.where(finite, per_set, 0.0))
-            new_params = optax.apply_updates(params, updates)
-
-            def keep(new, old):
-                mask = finite.reshape((-1,) + (1,) * (jnp.ndim(new) - 1))
-                return jnp.where(mask, new, old)
-
-            new_params = jax.tree_util.tree_map(keep, new_params, params)
-            reset_state = jax.vmap(optimizer.init)(params)
-            new_state = jax.tree_util.tree_map(keep, new_state, reset_state)
-            group_norms = {k: jnp.sqrt(jnp.sum(g * g, axis=tuple(range(1, g.ndim)))) for k, g in grads.items()}
-            global_norm = jnp.sqrt(sum(n * n for n in group_norms.values()))
-            stats = {"objective": per_set, "finite": finite, "grad_norm": global_norm, "group_norms": group_norms}
-            return new_params, new_state, stats
-
-        self._step = jax.jit(step)
+        objective = clipped_objective(objective_per_set, config.clip_objective)
+        self._step = jax.jit(functools.partial(train_step, objective, self.optimizer))
 
     def static_inputs(self, request: Any = None) -> tuple:
         """Arrays that stay fixed during training: prices, chunk prices, per-minute rates, w_init."""

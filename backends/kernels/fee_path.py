@@ -116,16 +116,10 @@ def _log_ratios(R, w, p, z, pw):
 
 
 @_ijit
-def _candidate(s, R, w, gamma, log_gamma, z, pw, active, plus, ref, lr, u, em, wh, delta):
-    """Row ``s`` of the candidate set: fills ``lr, u, em, wh, delta`` (row s) and returns
-    (profit USD, C USD, S_A, valid). An invalid candidate gets a zero trade and profit.
-
-    ``lr_i = (z_i - z_r) + (log g_r - log g_i)``. Screen: a leg whose direction disagrees with sigma
-    (``u_i > 0`` where ``sigma_i = +1``, ``u_i < 0`` where ``sigma_i = -1``) lowers the fee-adjusted
-    invariant by ``f |expm1(u_i)| / g_i >= f min(|u_i|, 1) / e`` per unit weight; when that bound alone
-    exceeds twice the tolerance the candidate is invalid and its exponentials are skipped."""
-    n = R.shape[0]
-    r = ref[s]
+def _centred_log_ratios(s, w, log_gamma, z, active, plus, r, lr, u, wh):
+    """Row ``s``'s ``lr``, ``wh = w / S_A`` and ``u = lr - sum_A wh lr`` (zero off the active set); returns
+    ``(S_A, bound)``, ``bound = sum w_i min(|u_i|, 1)`` over the legs whose direction disagrees with sigma."""
+    n = w.shape[0]
     lg_r = log_gamma if plus[s, r] else 0.0
     s_a = 0.0
     for i in range(n):
@@ -150,6 +144,21 @@ def _candidate(s, R, w, gamma, log_gamma, z, pw, active, plus, ref, lr, u, em, w
                 bound += w[i] * min(abs(u_i), 1.0)
         else:
             u[s, i] = 0.0
+    return s_a, bound
+
+
+@_ijit
+def _candidate(s, R, w, gamma, log_gamma, z, pw, active, plus, ref, lr, u, em, wh, delta):
+    """Row ``s`` of the candidate set: fills ``lr, u, em, wh, delta`` (row s) and returns
+    (profit USD, C USD, S_A, valid). An invalid candidate gets a zero trade and profit.
+
+    ``lr_i = (z_i - z_r) + (log g_r - log g_i)``. Screen: a leg whose direction disagrees with sigma
+    (``u_i > 0`` where ``sigma_i = +1``, ``u_i < 0`` where ``sigma_i = -1``) lowers the fee-adjusted
+    invariant by ``f |expm1(u_i)| / g_i >= f min(|u_i|, 1) / e`` per unit weight; when that bound alone
+    exceeds twice the tolerance the candidate is invalid and its exponentials are skipped."""
+    n = R.shape[0]
+    r = ref[s]
+    s_a, bound = _centred_log_ratios(s, w, log_gamma, z, active, plus, r, lr, u, wh)
     if (1.0 - gamma) * bound * INV_E > SCREEN_FACTOR * INVARIANT_TOLERANCE:
         for i in range(n):
             delta[s, i] = 0.0

@@ -152,80 +152,94 @@ def _step_adjoint(a, r, alpha, kind, lo, hi, max_change, period, smooth, tau, u0
                   a_bar, r_bar, alpha_bar, vb, pb, xs):
     """Given ``delta_bar`` (n,), adds the cotangents of ``a`` to ``a_bar``, of ``r`` to ``r_bar`` and of
     ``alpha`` to ``alpha_bar``; the scratch arrays hold :func:`_step`'s forward of this chunk. ``vb``, ``pb``,
-    ``xs`` are (n,) work arrays."""
+    ``xs`` are (n,) work arrays. The forward's stages in reverse: speed limit, guardrail passes, normalise."""
     n = a.shape[0]
-    # speed limit: delta = d / L
-    limit, top, acc = _speed_limit(V[n], a, period, max_change, smooth, tau)
-    if smooth:
-        lse_max = top
-        limit_bar = 0.0
-        for i in range(n):
-            d = (V[n, i] - a[i]) / period
-            limit_bar -= delta_bar[i] * d / (limit * limit)
-        for i in range(n):
-            d = (V[n, i] - a[i]) / period
-            ratio = d / max_change
-            z = math.sqrt(ratio * ratio + tau * tau)
-            weight = math.exp(z / tau - lse_max) / acc  # d limit / d z_i
-            vb[i] = delta_bar[i] / limit + limit_bar * weight * ratio / z / max_change  # d_bar
-    else:
-        biggest = top
-        for i in range(n):
-            vb[i] = delta_bar[i] / limit  # d_bar
-        if biggest >= 1.0:
-            limit_bar = 0.0
-            for i in range(n):
-                limit_bar -= delta_bar[i] * ((V[n, i] - a[i]) / period) / (limit * limit)
-            if biggest == 1.0:
-                limit_bar *= 0.5  # max(biggest, 1) at a tie
-            ties = 0.0
-            for i in range(n):
-                if abs((V[n, i] - a[i]) / period / max_change) == biggest:
-                    ties += 1.0
-            for i in range(n):
-                if abs((V[n, i] - a[i]) / period / max_change) == biggest:
-                    vb[i] += limit_bar / ties * _sign(V[n, i] - a[i]) / max_change
+    _speed_limit_adjoint(V[n], a, max_change, period, smooth, tau, delta_bar, vb)
     # d = (target - a) / I
     for i in range(n):
         a_bar[i] -= vb[i] / period
         vb[i] = vb[i] / period  # target_bar
         pb[i] = 0.0  # cotangent of the pinned indicator entering the next pass
-    # guardrail passes, last first
     for j in range(n - 1, -1, -1):
-        n_pinned = 0.0
-        free_sum = 0.0
+        _guardrail_pass_adjoint(V[j], PIN[j], PIN[j + 1], lo, hi, smooth, tau, vb, pb, xs)
+    _mix_adjoint(a, r, alpha, kind, u0, vb, a_bar, r_bar, alpha_bar)
+
+
+@_ijit
+def _speed_limit_adjoint(target, a, max_change, period, smooth, tau, delta_bar, d_bar):
+    """``d_bar`` (n,), the cotangent of ``d = (target - a) / I`` from ``delta_bar`` through ``delta = d / L``
+    (:func:`_speed_limit`: at an exact-mode tie the derivative is split as JAX's ``max`` splits it)."""
+    n = a.shape[0]
+    limit, top, acc = _speed_limit(target, a, period, max_change, smooth, tau)
+    limit_bar = 0.0
+    for i in range(n):
+        limit_bar -= delta_bar[i] * ((target[i] - a[i]) / period) / (limit * limit)
+    if smooth:
         for i in range(n):
-            v = V[j, i]
-            if smooth:
-                xs[i] = lo + _softplus(v - lo, tau) - _softplus(v - hi, tau)
-            else:
-                xs[i] = min(max(v, lo), hi)
-            m = PIN[j + 1, i]
-            n_pinned += m
-            free_sum += (1.0 - m) * xs[i]
-        den = free_sum if free_sum != 0.0 else 1.0
-        num = 1.0 - lo * n_pinned
-        scale = num / den
-        scale_bar = 0.0
-        for i in range(n):
-            scale_bar += vb[i] * (1.0 - PIN[j + 1, i]) * xs[i]
-        num_bar = scale_bar / den
-        den_bar = -scale_bar * num / (den * den) if free_sum != 0.0 else 0.0
-        for i in range(n):
-            m = PIN[j + 1, i]
-            v = V[j, i]
-            free_bar = vb[i] * scale + den_bar
-            m_bar = vb[i] * lo - lo * num_bar - free_bar * xs[i] + pb[i]
-            x_bar = free_bar * (1.0 - m)
-            if smooth:
-                sig = _sigmoid((lo - v) / tau)
-                dx = _sigmoid((v - lo) / tau) - _sigmoid((v - hi) / tau)
-                pb[i] = m_bar * (1.0 - sig)  # to the previous pass's indicator
-                vb[i] = x_bar * dx - m_bar * (1.0 - PIN[j, i]) * sig * (1.0 - sig) / tau
-            else:
-                pb[i] = 0.0
-                vb[i] = x_bar * _clip_slope(v, lo, hi)
-    # u = u0 / sum(u0)
+            ratio = (target[i] - a[i]) / period / max_change
+            z = math.sqrt(ratio * ratio + tau * tau)
+            weight = math.exp(z / tau - top) / acc  # d limit / d z_i
+            d_bar[i] = delta_bar[i] / limit + limit_bar * weight * ratio / z / max_change
+        return
+    for i in range(n):
+        d_bar[i] = delta_bar[i] / limit
+    if top < 1.0:
+        return
+    if top == 1.0:
+        limit_bar *= 0.5  # max(biggest, 1) at a tie
+    ties = 0.0
+    for i in range(n):
+        if abs((target[i] - a[i]) / period / max_change) == top:
+            ties += 1.0
+    for i in range(n):
+        if abs((target[i] - a[i]) / period / max_change) == top:
+            d_bar[i] += limit_bar / ties * _sign(target[i] - a[i]) / max_change
+
+
+@_ijit
+def _guardrail_pass_adjoint(v_in, pin_in, pin_out, lo, hi, smooth, tau, vb, pb, xs):
+    """One guardrail pass in reverse: ``vb`` (the pass output's cotangent) becomes its input's, ``pb`` the
+    pinned indicator's cotangent passed on to the previous pass; ``xs`` (n,) scratch."""
+    n = v_in.shape[0]
+    n_pinned = 0.0
+    free_sum = 0.0
+    for i in range(n):
+        v = v_in[i]
+        if smooth:
+            xs[i] = lo + _softplus(v - lo, tau) - _softplus(v - hi, tau)
+        else:
+            xs[i] = min(max(v, lo), hi)
+        n_pinned += pin_out[i]
+        free_sum += (1.0 - pin_out[i]) * xs[i]
+    den = free_sum if free_sum != 0.0 else 1.0
+    num = 1.0 - lo * n_pinned
+    scale = num / den
+    scale_bar = 0.0
+    for i in range(n):
+        scale_bar += vb[i] * (1.0 - pin_out[i]) * xs[i]
+    num_bar = scale_bar / den
+    den_bar = -scale_bar * num / (den * den) if free_sum != 0.0 else 0.0
+    for i in range(n):
+        m = pin_out[i]
+        v = v_in[i]
+        free_bar = vb[i] * scale + den_bar
+        m_bar = vb[i] * lo - lo * num_bar - free_bar * xs[i] + pb[i]
+        x_bar = free_bar * (1.0 - m)
+        if smooth:
+            sig = _sigmoid((lo - v) / tau)
+            dx = _sigmoid((v - lo) / tau) - _sigmoid((v - hi) / tau)
+            pb[i] = m_bar * (1.0 - sig)  # to the previous pass's indicator
+            vb[i] = x_bar * dx - m_bar * (1.0 - pin_in[i]) * sig * (1.0 - sig) / tau
+        else:
+            pb[i] = 0.0
+            vb[i] = x_bar * _clip_slope(v, lo, hi)
+
+
+@_ijit
+def _mix_adjoint(a, r, alpha, kind, u0, vb, a_bar, r_bar, alpha_bar):
+    """``u = u0 / sum(u0)`` and ``u0 = a + r`` (delta rules) or ``alpha a + (1 - alpha) r`` (weight rules) in
+    reverse, from ``vb`` the cotangent of ``u``."""
+    n = a.shape[0]
     total = 0.0
     for i in range(n):
         total += u0[i]

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# "auto": bk.affine_scan_method if the backend sets it, else "sequential" (the faster one on XLA:CPU).
+# "auto": the backend's bk.affine_scan_method (part of tfmm.backend.ArrayOps; "sequential" unless it sets another).
 DEFAULT_METHOD = "auto"
 METHODS = ("auto", "associative", "sequential")
 
@@ -43,7 +43,7 @@ def _check_method(method: str, bk: Any) -> str:
     if method not in METHODS:
         raise ValueError(f"method={method!r} is invalid: allowed one of {', '.join(map(repr, METHODS))}")
     if method == "auto":
-        method = getattr(bk, "affine_scan_method", "sequential")
+        method = bk.affine_scan_method
         if method not in ("associative", "sequential"):
             raise ValueError(f"bk.affine_scan_method={method!r} is invalid: 'associative' or 'sequential'")
     return method
