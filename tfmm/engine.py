@@ -281,7 +281,8 @@ class EngineBackend:
 
     ``fee_path``: "scan" runs :func:`tfmm.core.g3m.reserves_with_fees` (the core's per-minute scan); "kernel" the
     fused CPU kernel of :mod:`tfmm.backends.kernels.fee_path` through the backend's :meth:`fee_kernel`
-    (a differentiable wrapper); "auto" (default) the kernel where the arrays live on the CPU, else the scan.
+    (a differentiable wrapper); "auto" (default) the backend's kernel for the device its arrays live on
+    (the Numba kernel on the CPU; on a GPU the Pallas kernel on JAX, the Triton kernel on torch), else the scan.
     """
 
     fee_path: str = "auto"

@@ -28,8 +28,9 @@ from tfmm.engine import EngineBackend, check_fee_path  # noqa: E402
 class JaxBackend(EngineBackend):
     """Machinery only: namespace, control flow, autodiff and conversion; no simulation math.
 
-    ``fee_path``: "auto" (the fused CPU kernel when JAX's default device is the CPU, else ``lax.scan``),
-    "kernel" or "scan" (see :class:`tfmm.engine.EngineBackend`).
+    ``fee_path``: "auto" (the fused CPU kernel when JAX's default device is the CPU, the Pallas kernel of
+    :mod:`tfmm.backends.jax.fee_kernel_pallas` when it is a GPU, else ``lax.scan``), "kernel" (the CPU kernel)
+    or "scan" (see :class:`tfmm.engine.EngineBackend`).
     """
 
     name = "jax"
@@ -49,13 +50,17 @@ class JaxBackend(EngineBackend):
         return self.weight_path == "kernel"
 
     def fee_kernel(self, settings: Any) -> Callable:
+        if self.fee_path == "auto" and jax.default_backend() == "gpu":
+            from tfmm.backends.jax.fee_kernel_pallas import fee_path_pallas
+
+            return fee_path_pallas(settings)
         from tfmm.backends.jax.fee_kernel import fee_path
 
         return fee_path(settings)
 
     def uses_fee_kernel(self, prices: Any) -> bool:
         if self.fee_path == "auto":
-            return jax.default_backend() == "cpu"
+            return jax.default_backend() in ("cpu", "gpu")
         return self.fee_path == "kernel"
 
     def asarray(self, x: Any, dtype: str = "float64") -> jax.Array:
