@@ -15,6 +15,7 @@ Boundary statistics recompute each phase's candidates from the exact path's rese
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,14 @@ def _best_candidate(r: Any, w: Any, prices: Any, gamma: Any, signatures: np.ndar
     return margin, best - second, active, executed, trade
 
 
+@functools.lru_cache(maxsize=16)
+def _margins_function(bk: Any, signatures: tuple[tuple[int, ...], ...]) -> Any:
+    """The compiled, minute-vectorised :func:`phase_margins` for one backend and signature set (compiled once:
+    training computes boundary statistics at every evaluation)."""
+    sigs = np.asarray(signatures)
+    return bk.jit(bk.vmap(lambda r, wp, w, p, f, g, a: phase_margins(r, wp, w, p, f, g, a, sigs, bk)))
+
+
 def boundary_statistics(prices: Any, strategy: Strategy, pool: Pool, start: int = 0, length: int | None = None,
                         smoothing: Smoothing | None = None) -> dict[str, float]:
     """Fractions of active arbitrage phases near the gate / selection boundary on one exact-mode bout."""
@@ -86,7 +95,7 @@ def boundary_statistics(prices: Any, strategy: Strategy, pool: Pool, start: int 
     sigs = signature_matrix(n, pool.signature_set(n))
     s, t_out = int(req.starts[0]), req.n_out
     rows = slice(s + 1, s + t_out)
-    fn = bk.jit(bk.vmap(lambda r, wp, w, p, f, g, a: phase_margins(r, wp, w, p, f, g, a, sigs, bk)))
+    fn = _margins_function(bk, tuple(map(tuple, sigs.tolist())))
     m = fn(bk.asarray(sim.reserves[:-1]), bk.asarray(sim.weights[:-1]), bk.asarray(sim.weights[1:]),
            bk.asarray(sim.prices[1:]), bk.asarray(req.fee[rows]), bk.asarray(req.gas[rows]),
            bk.asarray(req.arb_fee[rows]))
