@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP_FLAGS := --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: demo test parity bench clean-venv
+.PHONY: demo test parity bench gpu-wheels clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,19 +21,31 @@ $(VENV)/.installed-dev: $(VENV)/.installed-all
 demo: $(VENV)/.installed-all
 	$(BIN)/python -m tfmm.demo
 
+# tests in TEST_WORKERS processes (pytest-xdist), each test file in one process (module fixtures run once)
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest tests parity_tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests parity_tests
 
 # the parity suite with the thorough hypothesis profile (>= 1000 examples per property); prints each
 # property's example count
 parity: $(VENV)/.installed-dev
 	HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest parity_tests --hypothesis-show-statistics
 
+# `tfmm bench --quick` (a few minutes; `make bench BENCH_ARGS=` runs the full grid, hours on 2 cores), then the
+# focused scripts
+BENCH_ARGS ?= --quick
 bench: $(VENV)/.installed-all
+	$(BIN)/tfmm bench $(BENCH_ARGS)
 	$(BIN)/python bench/bench_fee_path.py
 	$(BIN)/python bench/bench_backends.py
 	$(BIN)/python bench/bench_jax.py
 	$(BIN)/python bench/bench_reference.py
+
+# the pure-Python wheels that bench/run_gpu.sh installs on a GPU machine without a package index, at the
+# versions of constraints.txt (bench/gpu-wheels/ is git-ignored: copy it to that machine with the checkout)
+gpu-wheels: | $(BIN)/python
+	$(BIN)/pip download --disable-pip-version-check -q --no-deps --only-binary=:all: -c constraints.txt \
+		-d bench/gpu-wheels array-api-compat tomli-w
 
 clean-venv:
 	rm -rf $(VENV)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_jax import DAY, YEAR, _timed as timed  # one timing rule for every benchmark script
+from tfmm.benchmark.inputs import DAY, YEAR, momentum_inputs, timed  # one pool and timing rule for every benchmark
 
 CASES = (("forward exact", "forward", "exact"), ("fwd+grad exact", "grad", "exact"),
          ("fwd+grad smooth", "grad", "smooth"))
@@ -28,12 +28,9 @@ CASES = (("forward exact", "forward", "exact"), ("fwd+grad exact", "grad", "exac
 
 def run(backend: str, options: dict, chunk_period: int, length: int, repeats: int) -> list[dict]:
     import tfmm
-    from tfmm.data import synthetic_prices
 
-    prices = synthetic_prices(n_assets=2, n_minutes=length + 2 * DAY, seed=0, vol=0.7)
+    prices, strategy = momentum_inputs(2, length, chunk_period=chunk_period, extra_rows=2 * DAY)
     pool = tfmm.Pool(fee=0.003, chunk_period=chunk_period)
-    strategy = tfmm.Strategy.from_memory_days("momentum", n_assets=2, memory_days=10, k_per_day=20,
-                                              chunk_period=chunk_period)
     label = backend + (" compile" if options.get("compile") else "")
     rows = []
     with tfmm.use(backend, **options):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_jax import DAY, YEAR, _timed as timed  # one timing rule for every benchmark script
+from tfmm.benchmark.inputs import DAY, YEAR, momentum_inputs, timed  # one pool and timing rule for every benchmark
 
 
 def end_to_end_cases(length: int) -> list[tuple[str, int, dict, str, str]]:
@@ -39,20 +39,19 @@ def end_to_end_cases(length: int) -> list[tuple[str, int, dict, str, str]]:
 
 def run_end_to_end(backend: str, fee_path: str, length: int, repeats: int) -> list[dict]:
     import tfmm
-    from tfmm.data import synthetic_prices
 
     rows = []
-    prices = {n: synthetic_prices(n_assets=n, n_minutes=length + 2 * DAY, seed=0, vol=0.7) for n in (2, 3)}
+    inputs = {n: momentum_inputs(n, length, extra_rows=2 * DAY) for n in (2, 3)}
     with tfmm.use(backend, fee_path=fee_path):
         for label, n, pool_kwargs, what, mode in end_to_end_cases(length):
             pool = tfmm.Pool(**pool_kwargs)
-            strategy = tfmm.Strategy.from_memory_days("momentum", n_assets=n, memory_days=10, k_per_day=20)
+            prices, strategy = inputs[n]
             if what == "forward":
                 def call():
-                    return tfmm.simulate(prices[n], strategy, pool, start=DAY, length=length, mode=mode).to_numpy()
+                    return tfmm.simulate(prices, strategy, pool, start=DAY, length=length, mode=mode).to_numpy()
             else:
                 def call():
-                    value, grads = tfmm.value_and_grad(prices[n], strategy, pool, start=DAY, length=length, mode=mode)
+                    value, grads = tfmm.value_and_grad(prices, strategy, pool, start=DAY, length=length, mode=mode)
                     return float(value), {k: np.asarray(v) for k, v in grads.items()}
             first, warm = timed(call, repeats)
             rows.append({"backend": backend, "fee_path": fee_path, "case": label, "first_s": first, "warm_s": warm})

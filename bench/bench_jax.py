@@ -15,27 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 
-DAY = 1440
-YEAR = 365 * DAY
-
-
-def _timed(fn, repeats: int) -> tuple[float, float]:
-    """(first-call seconds incl. compile, median seconds of ``repeats`` further calls)."""
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return first, statistics.median(times)
+from tfmm.benchmark.inputs import DAY, YEAR, momentum_inputs, timed as _timed  # shared by every benchmark
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tfmm.use("jax")
     length = 30 * DAY if args.quick else YEAR
-    prices = synthetic_prices(n_assets=2, n_minutes=length + 2 * DAY, seed=0, vol=0.7)
-    strategy = tfmm.Strategy.from_memory_days("momentum", n_assets=2, memory_days=10, k_per_day=20)
+    prices, strategy = momentum_inputs(2, length, extra_rows=2 * DAY)
     rows = []
 
     def block(x):

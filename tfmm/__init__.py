@@ -12,6 +12,9 @@ from tfmm.functional import objective_fn, simulate_fn
 from tfmm.training import CheckpointError, TrainingDivergedError, TrainingInterrupted, TrainResult, train
 from tfmm.specs import (Pool, Smoothing, Strategy, TrainConfig, from_toml, load_config, register_strategy,
                          to_toml)
+# tfmm.sweep is the package; binding its function here, after the package is imported, keeps tfmm.sweep the
+# function (import it as `from tfmm.sweep import ...`). Ray is imported only when a sweep runs.
+from tfmm.sweep import sweep
 
 __version__ = "0.1.0"
 
@@ -21,4 +24,5 @@ __all__ = [
     "to_toml",
     "use", "value_and_grad", "objective_fn", "simulate_fn", "train", "diagnose", "Diagnosis", "TrainResult", "TrainingDivergedError", "__version__",
     "NonFiniteSimulationError", "SamplingIntervalError", "PriceGapError", "CheckpointError", "TrainingInterrupted",
+    "sweep",
 ]

@@ -1,4 +1,5 @@
-"""The ``tfmm`` command line: ``info``, ``data``, ``simulate``, ``train``, ``evaluate``, ``diagnose``, ``study``.
+"""The ``tfmm`` command line: ``info``, ``data``, ``simulate``, ``train``, ``evaluate``, ``diagnose``, ``study``,
+``bench``, ``sweep``.
 
 Each subcommand NAME has ``_add_NAME(subparsers)``, which declares its arguments, and ``_cmd_NAME(args) -> int``,
 which runs it and returns the exit status; :func:`build_parser` calls every function listed in ``_SUBCOMMANDS``.
@@ -474,10 +475,127 @@ def _cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- tfmm bench
+
+
+def _add_bench(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "bench", help="throughput per backend and fee path (pool-minutes per second), memory, compile time",
+        description="Time tfmm.simulate (forward) and tfmm.value_and_grad (forward + gradient) over a grid of "
+                    "assets, fees, bout lengths, batches and dtypes for each backend and fee path, plus one "
+                    "tfmm.train step per backend; write <device>.json, <device>.md and PNG plots to --out. "
+                    "Cases that would not fit in memory, or take longer than --max-call-seconds per call, are "
+                    "recorded as skipped. Exit status 1 if a case failed (its error is in the results).")
+    p.add_argument("--quick", action="store_true",
+                   help="small grid: 2 assets, fee 0.3%%, 1- and 30-day bouts, batches 1 and 16 (files <device>-quick.*)")
+    p.add_argument("--out", default="bench/results", help="output folder (default bench/results)")
+    p.add_argument("--backends", default="jax,torch,reference",
+                   help="comma-separated backends, each optionally with a fee path, e.g. jax:scan,torch "
+                        "(default jax,torch,reference: on the CPU jax kernel and scan, torch kernel)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="where jax and torch arrays live (default: cuda when a GPU is visible)")
+    p.add_argument("--repeats", type=int, default=3, help="warm calls per case; the median is reported (default 3)")
+    p.add_argument("--assets", default=None, help="override the grid: numbers of assets, e.g. 2,3,5")
+    p.add_argument("--fees", default=None, help="override the grid: fees as fractions, e.g. 0,0.003")
+    p.add_argument("--bout-days", default=None, help="override the grid: bout lengths in days, e.g. 1,30,365")
+    p.add_argument("--batches", default=None, help="override the grid: batch sizes (sets x bouts), e.g. 1,16,256")
+    p.add_argument("--dtypes", default=None, help="override the grid: float64,float32")
+    p.add_argument("--max-call-seconds", type=float, default=None,
+                   help="skip cases extrapolated to take longer per call (default 30 with --quick, else 60)")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="seconds: what would start later is recorded as skipped (the grid gets 75%% of it "
+                        "when training steps follow)")
+    p.add_argument("--train", choices=("quick", "full", "none"), default=None,
+                   help="size of the timed tfmm.train step per backend: quick (2 sets x 4 bouts of 3 days), full "
+                        "(4 x 8 of 10 days) or none (default: quick with --quick, else full)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-case lines")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _number_list(option: str, text: str | None, kind: Callable[[str], Any]) -> list[Any] | None:
+    """``"1,16,256"`` -> [1, 16, 256]; None stays None; a malformed item is a ValueError naming the option."""
+    if text is None:
+        return None
+    try:
+        return [kind(item) for item in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--{option}={text!r} is invalid: allowed a comma-separated list of "
+                         f"{'integers' if kind is int else 'numbers'}") from None
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from tfmm import benchmark
+
+    benchmark.parse_backends(args.backends, args.device or "cpu")  # a typo fails before anything loads
+    days = _number_list("bout-days", args.bout_days, float)
+    grid = (benchmark.QUICK_GRID if args.quick else benchmark.FULL_GRID).with_overrides(
+        assets=_number_list("assets", args.assets, int), fees=_number_list("fees", args.fees, float),
+        bout_minutes=None if days is None else [round(d * benchmark.DAY) for d in days],
+        batches=_number_list("batches", args.batches, int),
+        dtypes=None if args.dtypes is None else [d.strip() for d in args.dtypes.split(",")])
+    _check_writable(Path(args.out))
+    result = benchmark.run_benchmark(
+        quick=args.quick, backends=args.backends, device=args.device, repeats=args.repeats, out=args.out, grid=grid,
+        max_call_seconds=args.max_call_seconds, time_budget_s=args.time_budget,
+        train=True if args.train is None else args.train,
+        progress=not args.quiet, log=None if args.quiet else print)
+    counts = {"ok": 0, "skipped": 0, "error": 0}
+    for m in result.measurements:
+        counts["ok" if m.ok else m.status.split(":")[0]] += 1
+    print(f"{counts['ok']} cases measured, {counts['skipped']} skipped, {counts['error']} failed in "
+          f"{result.wall_s:.0f} s; wrote {', '.join(result.files.values())}")
+    if result.errors:
+        print(f"tfmm bench: {len(result.errors)} case(s) failed: see the status column of {result.files['markdown']}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- tfmm sweep
+
+
+def _add_sweep(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "sweep", help="hyper-parameter sweep of a run file on Ray Tune (needs tfmm[sweep])",
+        description="Train many variants of a base run file over a search space (sweep file: [sweep], [space]; "
+                    "docs/sweep.md) with Ray Tune: one training run folder per trial in --out/trials, a results "
+                    "table (results.parquet, results.md) and plots. Local Ray on this machine's cores unless "
+                    "--address joins a cluster. Failed trials are listed on stderr and in the table.")
+    p.add_argument("--config", required=True, help="sweep file (TOML: [sweep] base = run file, [space.*])")
+    p.add_argument("--out", required=True, help="sweep folder, e.g. sweeps/NAME")
+    p.add_argument("--address", default=None, help="join this Ray cluster (ray.init(address=...)) instead of "
+                                                   "starting a local one")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the sweep in --out: ended trials are kept, the others run (same sweep file)")
+    p.add_argument("--quiet", action="store_true", help="no per-trial lines (failures are still reported)")
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from tfmm.sweep import sweep
+
+    try:
+        result = sweep(args.config, args.out, address=args.address, resume=args.resume, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"tfmm sweep: interrupted; the trials that ended are kept in {args.out}; resume with: tfmm sweep "
+              f"--config {args.config} --out {args.out} --resume", file=sys.stderr)
+        return 130
+    counts = ", ".join(f"{result.count(s)} {s}" for s in ("finished", "stopped", "failed") if result.count(s))
+    print(f"{counts} in {result.wall_time_s:.0f} s; wrote {Path(args.out) / 'results.md'} and "
+          f"{Path(args.out) / 'results.parquet'}")
+    if result.best is None:
+        print("tfmm sweep: no trial finished (errors above and in results.md)", file=sys.stderr)
+        return 1
+    best = result.best
+    print(f"best: trial {best['trial']}: validation {result.metric} = {best[f'validation_{result.metric}']:.6g}, "
+          f"test {result.metric} = {best[f'test_{result.metric}']:.6g}; run folder {result.best_run_dir}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- entry point
 
 _SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_info, _add_data, _add_simulate, _add_train, _add_evaluate, _add_diagnose,
-                                                       _add_study)
+                                                       _add_study, _add_bench, _add_sweep)
 
 
 def build_parser() -> argparse.ArgumentParser:

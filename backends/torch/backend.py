@@ -39,7 +39,9 @@ unchanged and the two backends agree to rounding. Decisions:
 - The fee path (``fee_path`` option, :class:`tfmm.engine.EngineBackend`): "auto" (default) runs the fused
   CPU kernel (:mod:`tfmm.backends.torch.fee_kernel`: custom operators ``tfmm::fee_path`` and
   ``tfmm::fee_path_backward`` with fake, autograd and vmap registrations) when the prices are on the CPU,
-  else the core's per-minute scan; "kernel" always the kernel (a CUDA tensor is copied to the host and
+  the operators' CUDA implementations (the Triton kernels of :mod:`tfmm.backends.torch.fee_path_triton`)
+  when they are on a CUDA device and Triton is installed, else the core's per-minute scan; "kernel" always
+  the operators (on a device without an implementation of its own, a tensor is copied to the host and
   back), "scan" always the scan (a Python loop, about 1 ms per minute in eager torch, with autograd
   keeping every step). Under ``vmap`` over parameter sets and bout starts the kernel is called once, with
   the batch as leading axes (one parallel Numba call). The kernel's threads are Numba's, not torch's.
@@ -141,8 +143,9 @@ class TorchNamespace:
 class TorchBackend(EngineBackend):
     """Machinery only: namespace, control flow, autodiff and conversion; no simulation math.
 
-    ``fee_path``: "auto" (the fused CPU kernel when the prices are on the CPU, else the scan), "kernel" or
-    "scan" (see :class:`tfmm.engine.EngineBackend`). ``num_threads``: see the module docstring.
+    ``fee_path``: "auto" (the fused kernel when the prices are on the CPU, or on CUDA with Triton installed;
+    else the scan), "kernel" or "scan" (see :class:`tfmm.engine.EngineBackend`). ``num_threads``: see the
+    module docstring.
     """
 
     name = "torch"
@@ -168,6 +171,10 @@ class TorchBackend(EngineBackend):
 
     def uses_fee_kernel(self, prices: Any) -> bool:
         if self.fee_path == "auto":
+            if prices.device.type == "cuda":
+                from tfmm.backends.torch.fee_path_triton import available  # does not import triton
+
+                return available()
             return prices.device.type == "cpu"
         return self.fee_path == "kernel"
 

@@ -44,9 +44,17 @@ same ``setup_context`` and backward: torch generates the operator's own autograd
 
 Dtypes and devices: the kernel computes in float64; the forward results come back in the promoted dtype of
 the six inputs (float32 in, float32 out: float64 results rounded once), the gradients in their inputs'
-dtypes, ``choice`` as int32. The kernel runs on the CPU: a tensor on another device (CUDA) is copied to the
-host, and the results are copied back to the device of ``prices`` (correct, but the copies and the host
-computation make this slow on a GPU; the torch backend's ``fee_path="auto"`` uses the scan there instead).
+dtypes, ``choice`` as int32. The Numba kernel runs on the CPU: a tensor on a device without a kernel of its
+own is copied to the host, and the results are copied back to the device of ``prices``.
+
+CUDA: both operators have CUDA implementations (``register_kernel("cuda")``) that run the Triton kernels of
+:mod:`tfmm.backends.torch.fee_path_triton` on the device, in the inputs' dtype (float32 stays float32 there);
+Triton is imported at the first CUDA call, never by importing this module. Their residuals differ: in place
+of ``reserves_a`` the forward returns its checkpoints, the reserves every ``K`` minutes
+(``(B..., ceil((T - 1) / K), n)``, ``K = fee_path_triton.default_checkpoint_every(T)``), and in place of
+``choice`` an empty ``(B..., 0, 2)`` int32 tensor; the backward recomputes everything else from the
+checkpoints, so the autograd formula saves a ``(0, n)`` placeholder instead of the ``(T, n)`` reserves (the
+fake implementation gives these shapes for CUDA tensors).
 """
 
 from __future__ import annotations
@@ -124,10 +132,11 @@ def _fee_path_fake(r0, weights, prices, fee, gas, arb_fee, signatures, n, smooth
     batch = tuple(_batch_shape(inputs, _FORWARD_CORE))
     T, width = weights.shape[-2], weights.shape[-1]
     dtype, device = _result_dtype(inputs), prices.device
+    residual_rows, choice_rows = _cuda_residual_rows(T) if _checkpointed(device) else (T, T)
     return (prices.new_empty(batch + (T, width), dtype=dtype, device=device),
             prices.new_empty(batch + (T,), dtype=dtype, device=device),
-            prices.new_empty(batch + (T, width), dtype=dtype, device=device),
-            prices.new_empty(batch + (T, 2), dtype=torch.int32, device=device))
+            prices.new_empty(batch + (residual_rows, width), dtype=dtype, device=device),
+            prices.new_empty(batch + (choice_rows, 2), dtype=torch.int32, device=device))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -172,6 +181,60 @@ def _fee_path_backward_fake(r0, weights, prices, fee, gas, arb_fee, reserves, re
 
 
 # ----------------------------------------------------------------------------------------------------------
+# CUDA: the Triton kernels (imported at the first CUDA call)
+
+
+def _checkpointed(device: torch.device) -> bool:
+    """Whether the operators' residuals on ``device`` are the Triton kernels' checkpoints (CUDA) rather than
+    the Numba kernel's Phase A reserves and choices."""
+    return device.type == "cuda"
+
+
+def _cuda_residual_rows(T: int) -> tuple[int, int]:
+    """Rows of the CUDA residuals: (checkpoints, choices: none)."""
+    from tfmm.backends.torch.fee_path_triton import default_checkpoint_every, n_checkpoints  # no triton import
+
+    return n_checkpoints(T, default_checkpoint_every(T)), 0
+
+
+@fee_path_op.register_kernel("cuda")
+def _fee_path_cuda(r0, weights, prices, fee, gas, arb_fee, signatures, n, smooth, selection, gate_temperature,
+                   selection_temperature, abs_epsilon):
+    """The Triton forward: (reserves, fees, checkpoints, an empty (B..., 0, 2) int32 tensor)."""
+    from tfmm.backends.torch import fee_path_triton
+
+    settings = settings_from_args(signatures, n, smooth, selection, gate_temperature, selection_temperature,
+                                  abs_epsilon)
+    inputs = (r0, weights, prices, fee, gas, arb_fee)
+    dtype = _result_dtype(inputs)
+    reserves, fees, checkpoints = fee_path_triton.forward(settings, *inputs)
+    choice = prices.new_empty(tuple(fees.shape[:-1]) + (0, 2), dtype=torch.int32)
+    return reserves.to(dtype), fees.to(dtype), checkpoints.reserves.to(dtype), choice
+
+
+@fee_path_backward_op.register_kernel("cuda")
+def _fee_path_backward_cuda(r0, weights, prices, fee, gas, arb_fee, reserves, reserves_a, choice, g_reserves, g_fees,
+                            signatures, n, smooth, selection, gate_temperature, selection_temperature, abs_epsilon):
+    """The Triton reverse from the checkpoints (``reserves_a``); ``reserves`` and ``choice`` are not read."""
+    from tfmm.backends.torch import fee_path_triton
+
+    settings = settings_from_args(signatures, n, smooth, selection, gate_temperature, selection_temperature,
+                                  abs_epsilon)
+    tensors = (r0, weights, prices, fee, gas, arb_fee, reserves, reserves_a, choice, g_reserves, g_fees)
+    batch = tuple(_batch_shape(tensors, _BACKWARD_CORE))
+    T = weights.shape[-2]
+    residuals = fee_path_triton.Checkpoints(reserves_a, fee_path_triton.default_checkpoint_every(T))
+    grads = fee_path_triton.backward(settings, r0, weights, prices, fee, gas, arb_fee, None, residuals, g_reserves,
+                                     g_fees, reduce=False)
+    out = []
+    for g, x, core in zip(grads, (r0, weights, fee, gas, arb_fee), (1, 2, 1, 1, 1)):
+        g = g.to(x.dtype)
+        full = batch + tuple(g.shape[g.ndim - core:])
+        out.append(g if tuple(g.shape) == full else g.expand(full).contiguous())
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # autograd
 
 
@@ -179,6 +242,10 @@ def _setup_context(ctx, inputs, output) -> None:
     r0, weights, prices, fee, gas, arb_fee, *static = inputs
     reserves, _, reserves_a, choice = output
     ctx.static = tuple(static)
+    ctx.checkpointed = _checkpointed(prices.device)
+    if ctx.checkpointed:  # CUDA: the reverse recomputes the states from the checkpoints (reserves_a)
+        ctx.reserves_shape = tuple(reserves.shape)
+        reserves = reserves.new_empty((0, reserves.shape[-1]))
     ctx.save_for_backward(r0, weights, prices, fee, gas, arb_fee, reserves, reserves_a, choice)
     # unused outputs (reserves_a always, often fees) get None, not a materialised (T, n) array of zeros
     ctx.set_materialize_grads(False)
@@ -188,10 +255,11 @@ def _backward(ctx, g_reserves, g_fees, _g_reserves_a, _g_choice):
     r0, weights, prices, fee, gas, arb_fee, reserves, reserves_a, choice = ctx.saved_tensors
     if g_reserves is None and g_fees is None:
         return (None,) * (6 + len(ctx.static))
+    shape = ctx.reserves_shape if ctx.checkpointed else reserves.shape
     if g_reserves is None:
-        g_reserves = torch.zeros_like(reserves)
+        g_reserves = reserves.new_zeros(shape) if ctx.checkpointed else torch.zeros_like(reserves)
     if g_fees is None:
-        g_fees = reserves.new_zeros(reserves.shape[:-1])
+        g_fees = reserves.new_zeros(shape[:-1])
     with torch.no_grad():
         grads = fee_path_backward_op(r0, weights, prices, fee, gas, arb_fee, reserves, reserves_a, choice,
                                      g_reserves, g_fees, *ctx.static)
