@@ -240,7 +240,9 @@ def _run_integer(path: str, key: str, value: Any, minimum: int) -> int:
     return value
 
 
-def _load_run(path: str) -> dict[str, Any]:
+def load_run(path: str) -> dict[str, Any]:
+    """A run file (``tfmm train`` / ``simulate`` / ``evaluate`` / ``diagnose``, and a sweep's base) validated:
+    its tables, with ``prices`` loaded from ``[data]`` (the bundled set by default) and ``run`` checked."""
     from tfmm.specs import load_config
 
     cfg = load_config(path, tables=RUN_TABLES)
@@ -313,7 +315,7 @@ def _add_simulate(subparsers: Any) -> None:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    cfg = _load_run(args.config)
+    cfg = load_run(args.config)
     run = cfg["run"]
     out = Path(args.out)
     _check_writable(out)  # before the simulation, not after it
@@ -349,7 +351,7 @@ def _add_train(subparsers: Any) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume and args.overwrite:
         raise ValueError("--resume and --overwrite exclude each other")
-    cfg = _load_run(args.config)
+    cfg = load_run(args.config)
     config = cfg.get("train", tfmm.TrainConfig())
     with tfmm.use(_backend_name(args, cfg["run"])):
         result = tfmm.train(cfg["prices"], cfg["strategy"], cfg["pool"], config, run_dir=args.out,
@@ -379,7 +381,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from tfmm.plots import baseline_simulations
     from tfmm.specs import load_config
 
-    cfg = _load_run(args.config)
+    cfg = load_run(args.config)
     if args.params:
         params_file = load_config(args.params)
         if "strategy" not in params_file:
@@ -419,7 +421,7 @@ def _add_diagnose(subparsers: Any) -> None:
 
 
 def _cmd_diagnose(args: argparse.Namespace) -> int:
-    cfg = _load_run(args.config)
+    cfg = load_run(args.config)
     run = cfg["run"]
     train_cfg = cfg.get("train")
     objective = args.objective or (train_cfg.objective if train_cfg else "daily_log_sharpe")

@@ -227,11 +227,11 @@ def load_base(path: str | Path, document: dict[str, Any] | None = None) -> BaseR
     document: the run tables when they are inline in the sweep file ``path`` (no ``base``); they are read
     through a temporary copy, and errors name ``path``.
     """
-    from tfmm.cli import _load_run  # the run-file grammar lives with the command line
+    from tfmm.cli import load_run  # the run-file grammar of `tfmm train`, one loader for both
 
     path = Path(path)
     if document is None:
-        cfg = _load_run(str(path))
+        cfg = load_run(str(path))
         document = tomllib.loads(path.read_text())
     else:
         import tempfile
@@ -242,7 +242,7 @@ def load_base(path: str | Path, document: dict[str, Any] | None = None) -> BaseR
             copy = Path(tmp) / path.name
             copy.write_text(tomli_w.dumps(document))
             try:
-                cfg = _load_run(str(copy))
+                cfg = load_run(str(copy))
             except (ValueError, TypeError) as exc:
                 raise type(exc)(str(exc).replace(str(copy), str(path))) from None
     return BaseRun(path=path, prices=cfg["prices"], pool=cfg["pool"], strategy=cfg["strategy"],
