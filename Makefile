@@ -26,10 +26,13 @@ TEST_WORKERS ?= 2
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests parity_tests
 
-# the parity suite with the thorough hypothesis profile (>= 1000 examples per property); prints each
-# property's example count
+# the parity suite with the thorough hypothesis profile (>= 1000 examples per property) in PARITY_WORKERS
+# processes, one property at a time each; prints each property's example count and wall time. The compiled-
+# function cache holds a property's whole palette of static settings (parity_tests/strategies.py)
+PARITY_WORKERS ?= 2
 parity: $(VENV)/.installed-dev
-	HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest parity_tests --hypothesis-show-statistics
+	HYPOTHESIS_PROFILE=thorough TFMM_COMPILED_CACHE_SIZE=512 $(BIN)/python -m pytest -n $(PARITY_WORKERS) \
+		--dist load parity_tests --hypothesis-show-statistics --durations=0
 
 # `tfmm bench --quick` (a few minutes; `make bench BENCH_ARGS=` runs the full grid, hours on 2 cores), then the
 # focused scripts

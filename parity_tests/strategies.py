@@ -10,11 +10,17 @@
   arguments);
 - bout starts on and off chunk boundaries (``bout_starts``).
 
-Shapes are bucketed so that JAX compiles are reused across examples: the number of price rows and the bout
-lengths come from small fixed sets (``BOUT_LENGTHS``), and the static pool settings from short lists.
+Shapes and static settings are bucketed so that compiled functions are reused across examples: the number
+of price rows and the bout lengths come from small fixed sets (``BOUT_LENGTHS``, ``SCENARIO_LENGTHS``), and
+everything a compiled simulation holds static (strategy, number of assets, chunk and interpolation periods,
+interpolation kind, speed limit, signature set, fees or none) from a fixed palette of PALETTE_SIZE
+combinations per property that covers every value of every dimension (``static_settings``).
 """
 
 from __future__ import annotations
+
+import functools
+import zlib
 
 import numpy as np
 from hypothesis import strategies as st
@@ -72,24 +78,81 @@ def bounded_weights(draw, n: int, w_min: float | None = None):
 
 def fees(max_fee: float = 0.05):
     """Fee rates in [0, max_fee], exactly 0 often."""
-    return st.one_of(st.just(0.0), st.sampled_from([1e-4, 1e-3, 3e-3, 1e-2, max_fee]), st.floats(1e-5, max_fee))
+    return st.one_of(st.just(0.0), positive_fees(max_fee))
+
+
+def positive_fees(max_fee: float = 0.05):
+    """Fee rates in (0, max_fee]: the usual values and any in between."""
+    return st.one_of(st.sampled_from([1e-4, 1e-3, 3e-3, 1e-2, max_fee]), st.floats(1e-5, max_fee))
+
+
+# --- static settings --------------------------------------------------------------------------------------
+#
+# Whatever is static for a compiled simulation (tfmm.engine.bout_config: strategy, number of assets, bout
+# length, chunk and interpolation periods, interpolation kind, speed limit, signature set, whether the pool
+# has fees at all) is drawn from a fixed palette per property, so a thorough run of 1000 examples compiles at
+# most PALETTE_SIZE functions per property and backend and reuses them (JAX compiles a simulation in ~0.5 s
+# and runs it in milliseconds). Everything else (prices, weights, parameters, fee, gas and arbitrage-fee
+# values, bout starts) is drawn freely.
+
+PALETTE_SIZE = 48
+# interpolation_period: the pool's default (None, the chunk period), half the chunk period, the chunk period
+INTERPOLATION_PERIODS = ("default", "half", "chunk")
+# "none": fee = gas = arb_fee = 0 (the closed-form zero-fee path); "fee": fee > 0, gas and arbitrage fee
+# 0 or positive; "gas_only": fee = 0, gas > 0 (the zero-fee trade inside the fee path), arbitrage fee 0 or > 0
+FRICTIONS = ("none", "fee", "gas_only")
+
+
+@functools.lru_cache(maxsize=None)
+def covering_palette(dimensions: tuple[tuple[str, tuple], ...], size: int = PALETTE_SIZE) -> tuple[dict, ...]:
+    """``size`` combinations of the ``(name, values)`` dimensions in which every value of every dimension
+    appears floor(size / len) or ceil(size / len) times: each dimension's values repeated to ``size`` and
+    shuffled independently. The seed is derived from the dimensions, so every process and run draws the same
+    palette for a property (its compiled functions can be reused) and different properties differ."""
+    if size < max(len(values) for _, values in dimensions):
+        raise ValueError(f"palette size {size} is smaller than a dimension: {dimensions}")
+    rng = np.random.default_rng(zlib.crc32(repr(dimensions).encode()))
+    columns = {name: rng.permutation(np.arange(size) % len(values)) for name, values in dimensions}
+    return tuple({name: values[columns[name][j]] for name, values in dimensions} for j in range(size))
+
+
+def static_settings(n_assets=(2, 3, 4, 5), names=ALL_STRATEGIES, chunk_periods=CHUNK_PERIODS,
+                    frictions=FRICTIONS, **more: tuple):
+    """One entry of the palette over n, strategy, chunk period, interpolation period and kind, speed limit,
+    signature set, friction (and ``more`` dimensions, e.g. ``length=(720, 1441)``)."""
+    dims = dict(n=tuple(n_assets), strategy=tuple(names), chunk_period=tuple(chunk_periods),
+                interpolation_period=INTERPOLATION_PERIODS, interpolation=("linear", "approx_optimal"),
+                max_change=(3e-4, 2e-3, 1e-2), signatures=("auto", "pairwise"), friction=tuple(frictions))
+    dims.update({k: tuple(v) for k, v in more.items()})
+    return st.sampled_from(covering_palette(tuple(dims.items())))
+
+
+def interpolation_minutes(setting: str, chunk_period: int) -> int | None:
+    """The pool's ``interpolation_period`` for an INTERPOLATION_PERIODS entry."""
+    return {"default": None, "half": max(1, chunk_period // 2), "chunk": chunk_period}[setting]
 
 
 @st.composite
-def pools(draw, chunk_periods=CHUNK_PERIODS, fee=None, gas=None, arb_fee=None, max_fee: float = 0.05):
-    """A valid pool. ``fee``, ``gas``, ``arb_fee``: strategies overriding the defaults (fee 0..5% with exact
-    zeros, gas 0 or 0.1..50 USD, arb fee 0 or 1e-5..2e-3)."""
-    chunk = draw(st.sampled_from(chunk_periods))
-    interp = draw(st.sampled_from([None, max(1, chunk // 2), chunk]))
-    return tfmm.Pool(
-        fee=draw(fees(max_fee) if fee is None else fee),
-        gas=draw(st.one_of(st.just(0.0), st.floats(0.1, 50.0)) if gas is None else gas),
-        arb_fee=draw(st.one_of(st.just(0.0), st.floats(1e-5, 2e-3)) if arb_fee is None else arb_fee),
-        chunk_period=chunk, interpolation_period=interp,
-        interpolation=draw(st.sampled_from(["linear", "approx_optimal"])),
-        max_change=draw(st.sampled_from([3e-4, 2e-3, 1e-2])),
-        signatures=draw(st.sampled_from(["auto", "pairwise"])),
-    )
+def pools(draw, settings: dict, fee=None, gas=None, arb_fee=None, max_fee: float = 0.05):
+    """A valid pool with the static ``settings`` (a palette entry). ``fee``, ``gas``, ``arb_fee``: strategies
+    overriding the defaults for the frictions that draw them (fee 1e-5..5%, gas 0 or 0.1..50 USD (> 0 for
+    "gas_only"), arbitrage fee 0 or 1e-5..2e-3)."""
+    chunk, friction = settings["chunk_period"], settings["friction"]
+    any_gas = st.one_of(st.just(0.0), st.floats(0.1, 50.0))
+    any_arb_fee = st.one_of(st.just(0.0), st.floats(1e-5, 2e-3)) if arb_fee is None else arb_fee
+    if friction == "none":
+        rates = (0.0, 0.0, 0.0)
+    elif friction == "fee":
+        rates = (draw(positive_fees(max_fee) if fee is None else fee), draw(any_gas if gas is None else gas),
+                 draw(any_arb_fee))
+    else:
+        rates = (0.0, draw(st.floats(0.1, 50.0) if gas is None else gas), draw(any_arb_fee))
+    pool = tfmm.Pool(
+        fee=rates[0], gas=rates[1], arb_fee=rates[2], chunk_period=chunk,
+        interpolation_period=interpolation_minutes(settings["interpolation_period"], chunk),
+        interpolation=settings["interpolation"], max_change=settings["max_change"], signatures=settings["signatures"])
+    assert pool.has_fees == (friction != "none"), (friction, rates)  # the static flag the palette fixes
+    return pool
 
 
 @st.composite
@@ -119,20 +182,25 @@ def bout_starts(chunk_period: int, latest: int):
 
 @st.composite
 def scenarios_3way(draw, length_key: str = "day", n_assets=(2, 3, 4, 5), names=ALL_STRATEGIES,
-                   pool_kwargs=None, warmup_days: int = 1, level_span: float = 1e6):
-    """(prices, strategy, pool, start, length): a full simulation scenario with a bucketed bout length."""
-    n = draw(st.sampled_from(n_assets))
-    pool = draw(pools(**(pool_kwargs or {})))
+                   pool_kwargs=None, warmup_days: int = 1, level_span: float = 1e6, frictions=FRICTIONS):
+    """(prices, strategy, pool, start, length): a full simulation scenario with a bucketed bout length and
+    static settings from the property's palette."""
+    settings = draw(static_settings(n_assets, names, frictions=frictions))
+    n = settings["n"]
+    pool = draw(pools(settings, **(pool_kwargs or {})))
     length = BOUT_LENGTHS[length_key]
     n_rows = warmup_days * DAY + length + DAY  # room for the start's offset
     prices = draw(price_paths(n, n_rows, level_span))
-    strategy = draw(strategies_for(n, pool.chunk_period, names))
+    strategy = draw(strategies_for(n, pool.chunk_period, (settings["strategy"],)))
     start = draw(bout_starts(pool.chunk_period, n_rows - length + 1))
     return prices, strategy, pool, start, length
 
 
-# --- the scenarios of test_parity_jax_reference.py (kept as they were: that module's tolerances were
-# measured on them) ----------------------------------------------------------------------------------------
+# --- the scenarios of test_parity_jax_reference.py (their values as they were: that module's tolerances were
+# measured on them; static settings from a palette, bout lengths bucketed) -------------------------------------
+
+SCENARIO_LENGTHS = (DAY // 2, DAY + 1, 2 * DAY)
+
 
 @st.composite
 def scenarios(draw, n_assets=None, strategies=ALL_STRATEGIES, frictionless=False):
@@ -140,19 +208,13 @@ def scenarios(draw, n_assets=None, strategies=ALL_STRATEGIES, frictionless=False
     where exact-mode decisions sit on their boundaries most often (reference_boundaries.py)."""
     from tfmm.data import synthetic_prices
 
-    n = draw(st.integers(2, 3)) if n_assets is None else n_assets
-    name = draw(st.sampled_from(strategies))
-    chunk = draw(st.sampled_from([60, 240, 1440]))
-    interp = draw(st.sampled_from([None, chunk // 2]))
-    pool = tfmm.Pool(
-        fee=draw(st.sampled_from([0.001, 0.003, 0.01] if frictionless else [0.0, 0.001, 0.003, 0.01])),
-        gas=0.0 if frictionless else draw(st.sampled_from([0.0, 0.0, 5.0])),
-        arb_fee=0.0 if frictionless else draw(st.sampled_from([0.0, 0.0, 0.0005])),
-        chunk_period=chunk, interpolation_period=interp,
-        interpolation=draw(st.sampled_from(["linear", "approx_optimal"])),
-        max_change=draw(st.sampled_from([3e-4, 2e-3])),
-        signatures=draw(st.sampled_from(["auto", "pairwise"])),
-    )
+    settings = draw(static_settings(
+        (2, 3) if n_assets is None else (n_assets,), strategies, chunk_periods=(60, 240, 1440),
+        frictions=("fee",) if frictionless else FRICTIONS, length=SCENARIO_LENGTHS))
+    n, name, chunk, length = settings["n"], settings["strategy"], settings["chunk_period"], settings["length"]
+    gas = {"fee": st.just(0.0) if frictionless else st.sampled_from([0.0, 5.0]), "gas_only": st.just(5.0)}
+    pool = draw(pools(settings, fee=st.sampled_from([0.001, 0.003, 0.01]), gas=gas.get(settings["friction"]),
+                      arb_fee=st.just(0.0) if frictionless else st.sampled_from([0.0, 0.0005])))
     n_days = 4
     prices = synthetic_prices(n_assets=n, n_minutes=n_days * DAY, seed=draw(st.integers(0, 10_000)),
                               vol=draw(st.sampled_from([0.3, 0.9])), corr=0.3)
@@ -166,7 +228,6 @@ def scenarios(draw, n_assets=None, strategies=ALL_STRATEGIES, frictionless=False
         strategy = strategy.with_params({k: v + rng.normal(0, 0.3, v.shape) for k, v in strategy.params.items()})
     else:
         strategy = tfmm.Strategy(name, {}, w)
-    length = draw(st.integers(DAY // 2, 2 * DAY))
     start = draw(st.integers(0, prices.n_rows - length + 1))
     return prices, strategy, pool, start, length
 
@@ -193,7 +254,8 @@ def pool_states(draw, n_assets=(2, 3, 4, 5)):
 
 
 __all__ = [
-    "DAY", "CHUNK_PERIODS", "TRAINABLE", "ALL_STRATEGIES", "BOUT_LENGTHS", "make_prices", "price_paths",
-    "bounded_weights", "fees", "pools", "strategies_for", "bout_starts", "scenarios_3way", "scenarios",
-    "pool_states",
+    "DAY", "CHUNK_PERIODS", "TRAINABLE", "ALL_STRATEGIES", "BOUT_LENGTHS", "PALETTE_SIZE", "INTERPOLATION_PERIODS",
+    "FRICTIONS", "SCENARIO_LENGTHS", "make_prices", "price_paths", "bounded_weights", "fees", "positive_fees",
+    "covering_palette", "static_settings", "interpolation_minutes", "pools", "strategies_for", "bout_starts",
+    "scenarios_3way", "scenarios", "pool_states",
 ]

@@ -24,7 +24,8 @@ from tfmm.reference import pool as rpool
 
 from parity_settings import parity_settings
 from reference_boundaries import near_boundary, step_near_boundary
-from strategies import DAY, TRAINABLE, make_prices, pool_states, pools, scenarios_3way, strategies_for
+from strategies import (DAY, TRAINABLE, make_prices, pool_states, pools, scenarios_3way, static_settings,
+                        strategies_for)
 
 pytest.importorskip("jax")
 TINY64 = np.finfo(np.float64).tiny
@@ -341,8 +342,9 @@ GRAD_SMOOTHING = tfmm.Smoothing(gate_temperature=2.0, selection_temperature=2.0,
 @given(data=st.data())
 def test_smooth_gradients_three_way(name, data):
     both_array_backends()
-    pool = data.draw(pools(chunk_periods=(5, 60), fee=st.sampled_from([0.0, 0.003, 0.01])))
-    n = data.draw(st.sampled_from([2, 3]))
+    settings = data.draw(static_settings(n_assets=(2, 3), names=(name,), chunk_periods=(5, 60)))
+    pool = data.draw(pools(settings, fee=st.sampled_from([0.003, 0.01])))
+    n = settings["n"]
     strategy = data.draw(strategies_for(n, pool.chunk_period, names=(name,), noise=0.1))
     prices = data.draw(st.builds(make_prices, st.integers(0, 2**32 - 1), st.just(n), st.just(3 * DAY),
                                  vol=st.just(0.8), drift=st.just(0.0), jump_rate=st.just(0.0),
@@ -389,9 +391,11 @@ def test_float32_gradients(bk, data):
     """float32 gradients within 2e-3 of float64 (same backend): float32 prices, weights and parameters carry
     ~6e-8 relative rounding, and the estimators' sums and the backward recursion over 1,440 minutes amplify it
     (weights are differences of EWMAs, so a gradient loses ~3 digits to cancellation: ~1e-4..1e-3 measured)."""
-    pool = data.draw(pools(chunk_periods=(60,), fee=st.sampled_from([0.003, 0.01])))
-    n = data.draw(st.sampled_from([2, 3]))
-    strategy = data.draw(strategies_for(n, 60, names=("momentum", "power_channel", "min_variance"), noise=0.1))
+    settings = data.draw(static_settings(n_assets=(2, 3), names=("momentum", "power_channel", "min_variance"),
+                                         chunk_periods=(60,), frictions=("fee",)))
+    pool = data.draw(pools(settings, fee=st.sampled_from([0.003, 0.01])))
+    n = settings["n"]
+    strategy = data.draw(strategies_for(n, 60, names=(settings["strategy"],), noise=0.1))
     prices = make_prices(data.draw(st.integers(0, 2**32 - 1)), n, 3 * DAY, 0.8, 0.0, 0.0, 0.0, 100.0)
     g = {dt: grads_of(bk.name, prices, strategy, pool, DAY, DAY + 1, GRAD_SMOOTHING, dtype=dt)[1]
          for dt in ("float32", "float64")}
@@ -406,7 +410,7 @@ def test_float32_gradients(bk, data):
 
 @parity_settings(ci=1, dev=2)  # one compile per temperature on JAX
 @given(case=scenarios_3way(length_key="day", n_assets=(2, 3), names=TRAINABLE,
-                           pool_kwargs=dict(gas=st.floats(1.0, 20.0))))
+                           pool_kwargs=dict(gas=st.floats(1.0, 20.0)), frictions=("fee", "gas_only")))
 def test_smooth_approaches_exact(bk, case):
     """As every temperature falls (Smoothing.scaled(f), f = 1, 1e-3, 1e-6, 1e-9), smooth mode's values
     approach exact mode's: the gap never grows by more than rounding, and ends below 1e-7."""
