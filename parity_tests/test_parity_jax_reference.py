@@ -100,20 +100,34 @@ def test_log_domain_products_at_extreme_price_levels(seed, level, n):
         np.testing.assert_allclose(jx.values, ref.values, rtol=1e-6)
 
 
+# Central-difference steps of the reference (relative to each parameter): the default, and a third of it
+REFERENCE_STEPS = (3e-5, 1e-5)
+
+
 @parity_settings(ci=4, dev=7)  # also a gradient per example, and many reference forward passes
 @given(scenarios(n_assets=2, strategies=("momentum", "power_channel", "min_variance")))
 def test_smooth_gradient_parity(case):
     """JAX autodiff against the reference's central differences (its own smooth forward pass)."""
+    from tfmm.api import make_request
+
     prices, strategy, pool, start, length = case
     smoothing = tfmm.Smoothing(gate_temperature=2.0, selection_temperature=2.0, weight_temperature=1e-3)
     with tfmm.use("jax"):
         _, g_jax = tfmm.value_and_grad(prices, strategy, pool, start=start, length=length, objective="returns",
                                        mode="smooth", smoothing=smoothing)
-    with tfmm.use("reference"):
-        _, g_ref = tfmm.value_and_grad(prices, strategy, pool, start=start, length=length, objective="returns",
-                                       mode="smooth", smoothing=smoothing)
+    request = make_request(prices, strategy, pool, start=start, length=length, mode="smooth", smoothing=smoothing)
+    ref = tfmm.get_backend("reference")
+    g_ref = [ref.value_and_grad_objective(request, "returns", relative_step=h)[1] for h in REFERENCE_STEPS]
     scale = max(float(np.max(np.abs(np.asarray(v)))) for v in g_jax.values())
     for k in g_jax:
-        # The reference's central differences (h = 3e-5 relative) carry rounding noise and cross the kinks that
-        # smooth mode keeps (candidate validity, gas thresholds): a norm-wise check, 2e-3 of the largest entry.
-        np.testing.assert_allclose(np.asarray(g_jax[k]), np.asarray(g_ref[k]), rtol=1e-3, atol=2e-3 * scale + 1e-6)
+        # Central differences carry rounding noise and cross the kinks that smooth mode keeps (candidate
+        # validity, gas thresholds, the speed limit's clip): a norm-wise check, 2e-3 of the largest entry.
+        # A kink within one step of the parameter makes that step's difference the mean slope across it
+        # (measured: 7.3e-6 at h = 3e-5 where autodiff, torch and the reference at h <= 1e-5 all give 3.56e-6),
+        # so each entry must agree with the differences at one of two steps (a kink is inside at most one
+        # step's interval unless it lies within 1e-5 of the parameter, which the thorough run never drew)
+        errors = [np.abs(np.asarray(g_jax[k]) - np.asarray(g[k])) for g in g_ref]
+        bound = 1e-3 * np.abs(np.asarray(g_ref[0][k])) + 2e-3 * scale + 1e-6
+        assert np.all(np.minimum(*errors) <= bound), (
+            f"{k}: autodiff {np.asarray(g_jax[k])} vs central differences {[np.asarray(g[k]) for g in g_ref]} "
+            f"(steps {REFERENCE_STEPS})")

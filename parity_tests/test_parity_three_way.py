@@ -12,6 +12,8 @@ profile's count.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import assume, given
@@ -67,7 +69,26 @@ def assert_scaled(actual, expected, rtol, what, scale=None):
 # one step from identical states
 
 
-@parity_settings(ci=10, dev=20)  # eager (uncompiled) core ops: ~0.3 s per example on JAX
+@functools.lru_cache(maxsize=None)
+def compiled_fee_path(name: str, fee_path: str, n: int, kind: str, smooth: bool = False, smoothing=None,
+                      minutes_axis: bool = False):
+    """(backend, f): ``f(r0, w, p, fee, gas, arb_fee) -> (reserves, fees)``, one fee path of a backend ("scan":
+    the core's scan, "kernel": the fused kernel) over two rows (one minute: Phase A, then Phase B), compiled
+    once per static setting and reused by every example. ``minutes_axis``: vmapped over a leading axis of
+    minutes, returning row 1 of each. (Eager JAX traces and compiles a new scan at every call: a thorough run
+    of 1000 examples crashed XLA with a segmentation fault in compilation.)"""
+    bk = tfmm.get_backend(name, fee_path=fee_path)
+    sigs = g3m.signature_matrix(n, kind)
+
+    def minute(r0, w, p, fee, gas, arb_fee):
+        reserves, _, fees = bk.reserves_with_fees(r0, w, p, fee, gas, arb_fee, sigs, smooth=smooth,
+                                                  smoothing=smoothing)
+        return (reserves[1], fees[1]) if minutes_axis else (reserves, fees)
+
+    return bk, bk.jit(bk.vmap(minute) if minutes_axis else minute)
+
+
+@parity_settings(ci=10, dev=20)  # compiled once per (n, signature set) and fee path
 @given(state=pool_states())
 def test_one_step_reserves_equal_reference(bk, state):
     """One minute (Phase A at w0, Phase B at w1, both at p1) from the same arbitrary state: the core's scan and
@@ -79,14 +100,12 @@ def test_one_step_reserves_equal_reference(bk, state):
     ref, _, _ = rpool.simulate_reserves(r0, w, p, *per_row, rpool.signature_matrix(n, kind))
     # a decision within the reference's rounding of its boundary may go either way (reference_boundaries.py)
     assume(not step_near_boundary(ref, w, p, fee, gas, arb_fee, sigs))
-    scan, _, _ = g3m.reserves_with_fees(bk.asarray(r0), bk.asarray(w), bk.asarray(p), *per_row, sigs, smooth=False,
-                                  smoothing=None, bk=bk)
-    kern = tfmm.get_backend(bk.name, fee_path="kernel")
-    fused, _, _ = kern.reserves_with_fees(kern.asarray(r0), kern.asarray(w), kern.asarray(p),
-                                          *[kern.asarray(x) for x in per_row], sigs, smooth=False, smoothing=None)
-    # the same decisions and closed forms: a few ulps of exp/log per phase (1e-15 measured), 1e-12 leaves room
-    np.testing.assert_allclose(np.asarray(scan)[1], ref[1], rtol=1e-12)
-    np.testing.assert_allclose(np.asarray(fused)[1], ref[1], rtol=1e-12)
+    for fee_path in ("scan", "kernel"):
+        backend, minute = compiled_fee_path(bk.name, fee_path, n, kind)
+        reserves, _ = minute(*[backend.asarray(x) for x in (r0, w, p, *per_row)])
+        # the same decisions and closed forms: a few ulps of exp/log per phase (1e-15 measured), 1e-12 leaves
+        # room
+        np.testing.assert_allclose(np.asarray(reserves)[1], ref[1], rtol=1e-12, err_msg=fee_path)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -169,22 +188,16 @@ def rounding_horizon(sim) -> int:
 def one_step_each_minute(name, fee_path, sim, smoothing):
     """(reserves (T - 1, n), fees (T - 1,)): minute t of ``sim`` (smooth mode, unbatched) recomputed by one fee
     path from ``sim``'s own reserves at t - 1, for every t at once (the backend's vmap over minutes)."""
-    bk = tfmm.get_backend(name, fee_path=fee_path)
     req = sim.request
     s, T = int(req.starts[0]), sim.reserves.shape[0]
     n = sim.reserves.shape[1]
-    sigs = g3m.signature_matrix(n, req.pool.signature_set(n))
+    bk, minutes = compiled_fee_path(name, fee_path, n, req.pool.signature_set(n), True, smoothing, True)
     pair = lambda x: np.ascontiguousarray(np.stack([x[:-1], x[1:]], axis=1))  # noqa: E731  rows (t - 1, t)
     rates = [pair(np.asarray(x, dtype=np.float64)[s:s + T]) for x in (req.fee, req.gas, req.arb_fee)]
     args = [bk.asarray(x) for x in (np.ascontiguousarray(sim.reserves[:-1]), pair(sim.weights), pair(sim.prices),
                                     *rates)]
-
-    def step(r, w, p, fee, gas, arb):
-        reserves, _, fees = bk.reserves_with_fees(r, w, p, fee, gas, arb, sigs, smooth=True, smoothing=smoothing)
-        return reserves[1], fees[1]
-
     host = lambda x: np.asarray(x.detach() if hasattr(x, "detach") else x)  # noqa: E731
-    return tuple(host(x) for x in bk.vmap(step)(*args))
+    return tuple(host(x) for x in minutes(*args))
 
 
 @parity_settings(ci=2, dev=4)  # two compiles (kernel, scan) x (forward, one-step vmap) per example on JAX
@@ -397,11 +410,16 @@ def test_float32_gradients(bk, data):
     n = settings["n"]
     strategy = data.draw(strategies_for(n, 60, names=(settings["strategy"],), noise=0.1))
     prices = make_prices(data.draw(st.integers(0, 2**32 - 1)), n, 3 * DAY, 0.8, 0.0, 0.0, 0.0, 100.0)
-    g = {dt: grads_of(bk.name, prices, strategy, pool, DAY, DAY + 1, GRAD_SMOOTHING, dtype=dt)[1]
-         for dt in ("float32", "float64")}
+    out = {dt: grads_of(bk.name, prices, strategy, pool, DAY, DAY + 1, GRAD_SMOOTHING, dtype=dt)
+           for dt in ("float32", "float64")}
+    g = {dt: grads for dt, (_, grads) in out.items()}
+    # judged on the whole gradient's largest entry, at least 1e-6 |objective| per unit parameter: a parameter
+    # the objective hardly depends on (k where the speed limit binds: 2.6e-8 against 1.1e-6 for lambda)
+    # has a gradient whose float32 rounding (~9e-11 measured, eps32 |objective| amplified) is a large part
+    whole = max([float(np.max(np.abs(v))) for v in g["float64"].values()] + [1e-6 * float(abs(out["float64"][0]))])
     for k in g["float64"]:
         assert g["float32"][k].dtype == np.float32
-        assert_scaled(g["float32"][k], g["float64"][k], 2e-3, k)
+        assert_scaled(g["float32"][k], g["float64"][k], 2e-3, k, scale=whole)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -413,7 +431,13 @@ def test_float32_gradients(bk, data):
                            pool_kwargs=dict(gas=st.floats(1.0, 20.0)), frictions=("fee", "gas_only")))
 def test_smooth_approaches_exact(bk, case):
     """As every temperature falls (Smoothing.scaled(f), f = 1, 1e-3, 1e-6, 1e-9), smooth mode's values
-    approach exact mode's: the gap never grows by more than rounding, and ends below 1e-7."""
+    approach exact mode's: the gap ends below 1e-7, and no farther than it started.
+
+    The gap need not fall at every step: a thorough run drew a pool (fee 0, gas 3.5 USD) whose gap was
+    3.7e-6 at f = 1 and 4.4e-6 at f = 1e-3 on every backend alike. At a gate temperature of 1e-3 USD a trade
+    whose margin is within ~1e-2 USD of the gas threshold executes in part, the path parts from exact mode's
+    there, and later decisions differ by whole trades; a warmer gate executes more partial trades whose
+    effects partly cancel. Only the limit is a property of the smooth map."""
     prices, strategy, pool, start, length = case
     exact = run(bk.name, prices, strategy, pool, start, length)
     base = tfmm.Smoothing(selection="softmax")
@@ -424,7 +448,7 @@ def test_smooth_approaches_exact(bk, case):
     # temperatures of 1e-9 USD and 1e-13 weight units decide as exact mode, except a decision whose margin
     # is below the temperature (~1e-15 of the pool): 1e-7 allows one such flip of a tiny trade
     assert gaps[-1] < 1e-7, gaps
-    assert all(b <= a + 1e-9 for a, b in zip(gaps, gaps[1:])), gaps  # 1e-9: the exact path's own flips
+    assert gaps[-1] <= gaps[0] + 1e-9, gaps  # 1e-9: the exact path's own flips
 
 
 @parity_settings(ci=1, dev=2)  # a 30-day bout in each dtype
