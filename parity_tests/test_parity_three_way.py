@@ -211,6 +211,13 @@ def test_kernel_equals_scan(bk, data):
     sims = {fp: run(bk.name, prices, strategy, pool, start, length, mode, smoothing, fee_path=fp)
             for fp in ("kernel", "scan")}
     rows = sims["scan"].reserves.shape[0]
+    if mode == "exact":
+        # A decision within rounding of its boundary may go either way between any two compiled evaluations
+        # of the same formulas (measured: frictionless fee 1e-4, Phase B candidates tied to 1e-16 of the pool
+        # every minute; kernel and scan parted at minute 8 by a trade of ~fee of a reserve, values 5e-9
+        # apart): values agree to 1e-8 always (as in test_trajectories_three_way), paths only off boundaries
+        np.testing.assert_allclose(sims["kernel"].values, sims["scan"].values, rtol=1e-8, err_msg="values")
+        assume(not near_boundary(run("reference", prices, strategy, pool, start, length)))
     if mode == "smooth":
         # (1) every minute from the scan's state: one step of rounding, through the gate's slope where the
         # margin is near 0 (<= 4.5e-14 measured, gas 49 USD), so 1e-12 as for tests/test_fee_kernel.py's step
@@ -406,7 +413,12 @@ def test_float32_gradients(bk, data):
     (weights are differences of EWMAs, so a gradient loses ~3 digits to cancellation: ~1e-4..1e-3 measured)."""
     settings = data.draw(static_settings(n_assets=(2, 3), names=("momentum", "power_channel", "min_variance"),
                                          chunk_periods=(60,), frictions=("fee",)))
-    pool = data.draw(pools(settings, fee=st.sampled_from([0.003, 0.01])))
+    # gas <= 2 x the gate temperature (2 USD): a gate event's one-step amplification (gas + cost) / (2 tau) is
+    # then about 1 or less. Above it the smooth map is chaotic (docs/decisions.md, the fee path): float32
+    # rounding (6e-8) grows to O(1) within a day (measured, gas 10 USD: float32 gradients of JAX and torch
+    # of opposite signs, float64 ones equal to 1e-12), so no float32 gradient is meaningful there
+    pool = data.draw(pools(settings, fee=st.sampled_from([0.003, 0.01]),
+                           gas=st.one_of(st.just(0.0), st.floats(0.1, 4.0))))
     n = settings["n"]
     strategy = data.draw(strategies_for(n, 60, names=(settings["strategy"],), noise=0.1))
     prices = make_prices(data.draw(st.integers(0, 2**32 - 1)), n, 3 * DAY, 0.8, 0.0, 0.0, 0.0, 100.0)
