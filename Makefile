@@ -28,10 +28,11 @@ test: $(VENV)/.installed-dev
 
 # the parity suite with the thorough hypothesis profile (>= 1000 examples per property) in PARITY_WORKERS
 # processes, one property at a time each; prints each property's example count and wall time. The compiled-
-# function cache holds a property's whole palette of static settings (parity_tests/strategies.py)
+# function cache holds a property's whole palette of static settings (parity_tests/strategies.py); parity_tests/conftest.py
+# frees them after each property
 PARITY_WORKERS ?= 2
 parity: $(VENV)/.installed-dev
-	HYPOTHESIS_PROFILE=thorough TFMM_COMPILED_CACHE_SIZE=512 $(BIN)/python -m pytest -n $(PARITY_WORKERS) \
+	HYPOTHESIS_PROFILE=thorough TFMM_COMPILED_CACHE_SIZE=256 $(BIN)/python -m pytest -n $(PARITY_WORKERS) \
 		--dist load parity_tests --hypothesis-show-statistics --durations=0
 
 # `tfmm bench --quick` (a few minutes; `make bench BENCH_ARGS=` runs the full grid, hours on 2 cores), then the

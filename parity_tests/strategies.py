@@ -182,10 +182,13 @@ def bout_starts(chunk_period: int, latest: int):
 
 @st.composite
 def scenarios_3way(draw, length_key: str = "day", n_assets=(2, 3, 4, 5), names=ALL_STRATEGIES,
-                   pool_kwargs=None, warmup_days: int = 1, level_span: float = 1e6, frictions=FRICTIONS):
+                   pool_kwargs=None, warmup_days: int = 1, level_span: float = 1e6, frictions=FRICTIONS,
+                   settings: dict | None = None):
     """(prices, strategy, pool, start, length): a full simulation scenario with a bucketed bout length and
-    static settings from the property's palette."""
-    settings = draw(static_settings(n_assets, names, frictions=frictions))
+    static settings from the property's palette (or ``settings``, an entry the property drew itself, e.g.
+    from a palette with more dimensions)."""
+    if settings is None:
+        settings = draw(static_settings(n_assets, names, frictions=frictions))
     n = settings["n"]
     pool = draw(pools(settings, **(pool_kwargs or {})))
     length = BOUT_LENGTHS[length_key]
@@ -202,15 +205,21 @@ def scenarios_3way(draw, length_key: str = "day", n_assets=(2, 3, 4, 5), names=A
 SCENARIO_LENGTHS = (DAY // 2, DAY + 1, 2 * DAY)
 
 
+def scenario_settings(n_assets=None, strategies=ALL_STRATEGIES, frictionless=False, **more: tuple):
+    """The palette of :func:`scenarios` (and ``more`` dimensions)."""
+    return static_settings((2, 3) if n_assets is None else (n_assets,), strategies, chunk_periods=(60, 240, 1440),
+                           frictions=("fee",) if frictionless else FRICTIONS, length=SCENARIO_LENGTHS, **more)
+
+
 @st.composite
-def scenarios(draw, n_assets=None, strategies=ALL_STRATEGIES, frictionless=False):
+def scenarios(draw, n_assets=None, strategies=ALL_STRATEGIES, frictionless=False, settings: dict | None = None):
     """(prices, strategy, pool, start, length). ``frictionless``: a fee > 0 but no gas and no arbitrage cost,
-    where exact-mode decisions sit on their boundaries most often (reference_boundaries.py)."""
+    where exact-mode decisions sit on their boundaries most often (reference_boundaries.py). ``settings``: a
+    palette entry of :func:`scenario_settings` the property drew itself."""
     from tfmm.data import synthetic_prices
 
-    settings = draw(static_settings(
-        (2, 3) if n_assets is None else (n_assets,), strategies, chunk_periods=(60, 240, 1440),
-        frictions=("fee",) if frictionless else FRICTIONS, length=SCENARIO_LENGTHS))
+    if settings is None:
+        settings = draw(scenario_settings(n_assets, strategies, frictionless))
     n, name, chunk, length = settings["n"], settings["strategy"], settings["chunk_period"], settings["length"]
     gas = {"fee": st.just(0.0) if frictionless else st.sampled_from([0.0, 5.0]), "gas_only": st.just(5.0)}
     pool = draw(pools(settings, fee=st.sampled_from([0.001, 0.003, 0.01]), gas=gas.get(settings["friction"]),
@@ -257,5 +266,5 @@ __all__ = [
     "DAY", "CHUNK_PERIODS", "TRAINABLE", "ALL_STRATEGIES", "BOUT_LENGTHS", "PALETTE_SIZE", "INTERPOLATION_PERIODS",
     "FRICTIONS", "SCENARIO_LENGTHS", "make_prices", "price_paths", "bounded_weights", "fees", "positive_fees",
     "covering_palette", "static_settings", "interpolation_minutes", "pools", "strategies_for", "bout_starts",
-    "scenarios_3way", "scenarios", "pool_states",
+    "scenarios_3way", "scenario_settings", "scenarios", "pool_states",
 ]

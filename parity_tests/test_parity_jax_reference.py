@@ -25,9 +25,11 @@ from tfmm.data import synthetic_prices
 
 from parity_settings import parity_settings
 from reference_boundaries import near_boundary
-from strategies import scenarios  # shared with the three-way suite
+from strategies import scenario_settings, scenarios  # shared with the three-way suite
 
 pytest.importorskip("jax")
+# the array backends held to the reference on decision boundaries (torch when installed)
+ARRAY_BACKENDS = tuple(b for b in ("jax", "torch") if b in tfmm.available_backends())
 
 DAY = 1440
 # Every example simulates a new bout of 720..2,880 minutes on both backends (JAX compiles each new shape):
@@ -63,20 +65,24 @@ def test_exact_forward_values_on_decision_boundaries(case):
     candidates' profits, or a gate margin near 0): the backends may choose differently there, so the paths
     part, but only by trades of about zero profit, so values agree and reserves stay in the same band."""
     prices, strategy, pool, start, length = case
-    jx = _run("jax", prices, strategy, pool, start, length, "exact")
     ref = _run("reference", prices, strategy, pool, start, length, "exact")
     assume(near_boundary(ref))
-    np.testing.assert_allclose(jx.weights, ref.weights, rtol=1e-10, atol=1e-12)  # as in the strict test
-    # a flipped choice is a trade of ~1e-10 USD of profit: values moved by <= 6e-10 in every case measured
-    np.testing.assert_allclose(jx.values, ref.values, rtol=1e-8)
-    # the two pools sit at different points of the same no-arbitrage band (width ~ fee per asset)
-    np.testing.assert_allclose(jx.reserves, ref.reserves, rtol=2 * pool.fee)
+    for backend in ARRAY_BACKENDS:  # torch too: the three-way trajectories hold such draws to values only
+        sim = _run(backend, prices, strategy, pool, start, length, "exact")
+        np.testing.assert_allclose(sim.weights, ref.weights, rtol=1e-10, atol=1e-12)  # as in the strict test
+        # a flipped choice is a trade of ~1e-10 USD of profit: values moved by <= 6e-10 in every case measured
+        np.testing.assert_allclose(sim.values, ref.values, rtol=1e-8, err_msg=backend)
+        # the two pools sit at different points of the same no-arbitrage band (width ~ fee per asset)
+        np.testing.assert_allclose(sim.reserves, ref.reserves, rtol=2 * pool.fee, err_msg=backend)
 
 
 @PARITY
-@given(scenarios(), st.sampled_from(["softmax", "straight_through", "hard"]))
-def test_smooth_forward_parity(case, selection):
-    prices, strategy, pool, start, length = case
+@given(st.data())
+def test_smooth_forward_parity(data):
+    # the selection is part of the palette: one compile per entry
+    settings = data.draw(scenario_settings(selection=("softmax", "straight_through", "hard")))
+    prices, strategy, pool, start, length = data.draw(scenarios(settings=settings))
+    selection = settings["selection"]
     smoothing = tfmm.Smoothing(selection=selection, gate_temperature=2.0, selection_temperature=2.0,
                                weight_temperature=1e-3)
     jx = _run("jax", prices, strategy, pool, start, length, "smooth", smoothing)

@@ -69,6 +69,13 @@ def assert_scaled(actual, expected, rtol, what, scale=None):
 # one step from identical states
 
 
+@pytest.fixture(autouse=True)
+def free_compiled_fee_paths():
+    """Each property's compiled one-minute fee paths are dropped after it (parity_tests/conftest.py)."""
+    yield
+    compiled_fee_path.cache_clear()
+
+
 @functools.lru_cache(maxsize=None)
 def compiled_fee_path(name: str, fee_path: str, n: int, kind: str, smooth: bool = False, smoothing=None,
                       minutes_axis: bool = False):
@@ -125,10 +132,13 @@ def test_trajectories_three_way(case):
     for sim in (tc, ref):
         np.testing.assert_allclose(sim.weights, jx.weights, rtol=1e-9, atol=1e-12, err_msg=sim.backend)
     # On a decision within rounding of its boundary any two backends may choose differently (JAX and torch
-    # too: their weights differ by ~1e-16; measured: one reserve 1.1e-9 apart for one minute); the flipped
-    # trade has ~zero profit, so values agree to 1e-8 (the values test of test_parity_jax_reference.py)
+    # too: their weights differ by ~1e-16). The flipped trade has ~zero profit, but from there the paths sit
+    # at different points of the no-arbitrage band and make different rebalancing trades, whose value effects
+    # (~fee^2 of the pool each) add up like a random walk: measured 2.9e-7 over 10,080 minutes (5 assets,
+    # fee 1e-4, no gas, all three backends pairwise alike). 1e-5 bounds that with a 30-fold margin; the
+    # values test of test_parity_jax_reference.py holds such draws to 1e-8 over shorter bouts
     for sim in (tc, ref):
-        np.testing.assert_allclose(sim.values, jx.values, rtol=1e-8, err_msg=sim.backend)
+        np.testing.assert_allclose(sim.values, jx.values, rtol=1e-5, err_msg=sim.backend)
     assume(not near_boundary(ref))
     # the same decisions every minute: rounding of 10,080 steps (~1e-13 measured)
     for a, b in ((tc, jx), (jx, ref), (tc, ref)):
@@ -152,6 +162,7 @@ def test_trajectories_three_way(case):
 # the whole bout, which checks every step's formulas, and (2) as free-running paths on the rows where the
 # map keeps rounding-sized perturbations small (rounding_horizon, measured on each draw).
 
+SELECTIONS = ("softmax", "straight_through", "hard")
 # torch's scan is an eager loop (~1 ms per minute, autograd keeps every step): 300 minutes; JAX: two days
 SCAN_LENGTH = {"jax": "two_days", "torch": "short"}
 # bout lengths the gradient comparison is cut to (the longest within the draw's rounding horizon); a few
@@ -203,11 +214,13 @@ def one_step_each_minute(name, fee_path, sim, smoothing):
 @parity_settings(ci=2, dev=4)  # two compiles (kernel, scan) x (forward, one-step vmap) per example on JAX
 @given(data=st.data())
 def test_kernel_equals_scan(bk, data):
+    # mode and selection are part of the palette: one compile per entry and fee path
+    settings = data.draw(static_settings((2, 3, 4), TRAINABLE, mode=("exact", "smooth"), selection=SELECTIONS))
     prices, strategy, pool, start, length = data.draw(
-        scenarios_3way(length_key=SCAN_LENGTH[bk.name], n_assets=(2, 3, 4), names=TRAINABLE))
-    mode = data.draw(st.sampled_from(["exact", "smooth"]))
-    smoothing = tfmm.Smoothing(selection=data.draw(st.sampled_from(["softmax", "straight_through", "hard"])),
-                               gate_temperature=2.0, selection_temperature=2.0, weight_temperature=1e-3)
+        scenarios_3way(length_key=SCAN_LENGTH[bk.name], settings=settings))
+    mode = settings["mode"]
+    smoothing = None if mode == "exact" else tfmm.Smoothing(
+        selection=settings["selection"], gate_temperature=2.0, selection_temperature=2.0, weight_temperature=1e-3)
     sims = {fp: run(bk.name, prices, strategy, pool, start, length, mode, smoothing, fee_path=fp)
             for fp in ("kernel", "scan")}
     rows = sims["scan"].reserves.shape[0]
@@ -239,10 +252,11 @@ def test_kernel_equals_scan(bk, data):
 @parity_settings(ci=2, dev=4)  # two gradient compiles (kernel, scan) per example and length on JAX
 @given(data=st.data())
 def test_kernel_equals_scan_gradients(bk, data):
+    settings = data.draw(static_settings((2, 3, 4), TRAINABLE, selection=SELECTIONS))
     prices, strategy, pool, start, length = data.draw(
-        scenarios_3way(length_key=SCAN_LENGTH[bk.name], n_assets=(2, 3, 4), names=TRAINABLE))
-    smoothing = tfmm.Smoothing(selection=data.draw(st.sampled_from(["softmax", "straight_through", "hard"])),
-                               gate_temperature=2.0, selection_temperature=2.0, weight_temperature=1e-3)
+        scenarios_3way(length_key=SCAN_LENGTH[bk.name], settings=settings))
+    smoothing = tfmm.Smoothing(selection=settings["selection"], gate_temperature=2.0, selection_temperature=2.0,
+                               weight_temperature=1e-3)
     # the longest bout within the draw's rounding horizon (module comment above): beyond it the two paths'
     # trajectories, and so their gradients, are decided by amplified rounding. Measured on the reference's
     # simulation of the draw (its weights are the backends' to 1e-9, and it needs no compile)
@@ -372,7 +386,6 @@ def test_smooth_gradients_three_way(name, data):
     start, length = DAY, DAY + 1
     v_jax, g_jax = grads_of("jax", prices, strategy, pool, start, length, GRAD_SMOOTHING)
     v_tc, g_tc = grads_of("torch", prices, strategy, pool, start, length, GRAD_SMOOTHING)
-    v_ref, g_ref = richardson_reference_grads(prices, strategy, pool, start, length, GRAD_SMOOTHING)
     # the same smooth function on both array backends: rounding of the forward pass and of two different
     # reverse-mode implementations (association order), judged on the largest entry of each gradient
     np.testing.assert_allclose(v_tc, v_jax, rtol=1e-10)
@@ -381,23 +394,35 @@ def test_smooth_gradients_three_way(name, data):
     scale = max(float(np.max(np.abs(g))) for g in g_jax.values())
     for k in STRATEGY_KEYS(strategy):
         np.testing.assert_allclose(g_tc[k], g_jax[k], rtol=1e-8, atol=1e-8 * scale, err_msg=f"torch vs jax {k}")
-        # Richardson-extrapolated central differences: truncation O(h^4) (a draw with a sharp smooth speed
-        # limit had h^2 |f'''| / 6 = 2.3e-4 relative at the plain step) plus rounding e_f / h ~ 1e-13;
-        # plus 1e-9 absolute, e_f / h for a returns objective
-        np.testing.assert_allclose(g_ref[k], g_jax[k], rtol=1e-5, atol=1e-5 * scale + 1e-9,
-                                   err_msg=f"reference vs jax {k}")
+    # Richardson-extrapolated central differences: truncation O(h^4) (a draw with a sharp smooth speed limit
+    # had h^2 |f'''| / 6 = 2.3e-4 relative at the plain step) plus rounding e_f / h ~ 1e-13; plus 1e-9
+    # absolute, e_f / h for a returns objective. Smooth mode keeps kinks (candidate validity, gas thresholds,
+    # the speed limit's clip): one within a step of the parameter makes the differences the mean slope across
+    # it (measured: 1.1e-4 relative off at h = 3e-5 and 1e-5, 1e-7 at h <= 3e-6, autodiff equal to the
+    # latter), so where the default step disagrees the reference is asked again at a tenth of it
+    from tfmm.reference.backend import DEFAULT_RELATIVE_STEP
+
+    steps = (DEFAULT_RELATIVE_STEP, DEFAULT_RELATIVE_STEP / 10)
+    mismatches = []
+    for h in steps:
+        _, g_ref = richardson_reference_grads(prices, strategy, pool, start, length, GRAD_SMOOTHING, h)
+        mismatches = [k for k in STRATEGY_KEYS(strategy)
+                      if not np.allclose(g_ref[k], g_jax[k], rtol=1e-5, atol=1e-5 * scale + 1e-9)]
+        if not mismatches:
+            break
+    assert not mismatches, (f"reference vs jax {mismatches} at steps {steps}: jax {g_jax}, reference "
+                            f"(last step) {g_ref}")
 
 
-def richardson_reference_grads(prices, strategy, pool, start, length, smoothing):
-    """(value, grads) of the reference's central differences at steps h and h / 2 combined as
+def richardson_reference_grads(prices, strategy, pool, start, length, smoothing, h):
+    """(value, grads) of the reference's central differences at relative steps h and h / 2 combined as
     ``(4 g(h / 2) - g(h)) / 3``, which cancels the h^2 term of the truncation error."""
     from tfmm.api import make_request
-    from tfmm.reference.backend import DEFAULT_RELATIVE_STEP
 
     ref = tfmm.get_backend("reference")
     request = make_request(prices, strategy, pool, start=start, length=length, mode="smooth", smoothing=smoothing)
-    value, coarse = ref.value_and_grad_objective(request, "returns", relative_step=DEFAULT_RELATIVE_STEP)
-    _, fine = ref.value_and_grad_objective(request, "returns", relative_step=DEFAULT_RELATIVE_STEP / 2)
+    value, coarse = ref.value_and_grad_objective(request, "returns", relative_step=h)
+    _, fine = ref.value_and_grad_objective(request, "returns", relative_step=h / 2)
     return np.asarray(value), {k: (4.0 * np.asarray(fine[k]) - np.asarray(coarse[k])) / 3.0 for k in coarse}
 
 

@@ -38,7 +38,10 @@ def bout_config(request: SimulationRequest, checkpoint_every: int | None = 4096)
 
 
 def default_cache_size() -> int:
-    """Bound of each engine's cache of compiled functions: ``TFMM_COMPILED_CACHE_SIZE`` (default 64)."""
+    """Bound of each engine's cache of compiled functions: ``TFMM_COMPILED_CACHE_SIZE`` (default 64). Each
+    backend instance (name and options) has its own engine. A compiled function costs about 110 memory
+    mappings on XLA:CPU (Linux allows 65,530 per process by default), so a bound of 64 keeps one engine near
+    7,000."""
     raw = os.environ.get("TFMM_COMPILED_CACHE_SIZE", "64")
     try:
         size = int(raw)
@@ -105,6 +108,12 @@ class ArrayEngine:
     def forget_strategy(self, name: str) -> int:
         """Drop the compiled functions of strategy ``name`` (its rule was replaced or unregistered)."""
         return self._cache.forget(lambda key: mentions_strategy(key, name))
+
+    def clear_compiled(self) -> int:
+        """Drop every compiled function; returns how many."""
+        count = len(self._cache)
+        self._cache.clear()
+        return count
 
     # -- inputs ------------------------------------------------------------------------------------
     def inputs(self, request: SimulationRequest) -> dict[str, Any]:
@@ -357,6 +366,13 @@ class EngineBackend:
         """Drop this backend's compiled functions of strategy ``name`` (none if nothing was compiled)."""
         engine = getattr(self, "_engine", None)
         return 0 if engine is None else engine.forget_strategy(name)
+
+    def clear_compiled(self) -> int:
+        """Drop every compiled function of this backend's engine; returns how many. Each holds its compiled
+        code (on XLA:CPU about 110 memory mappings: Linux's default limit of 65,530 per process is reached near
+        580 live functions), so a process that moves on to other configurations can free them at once."""
+        engine = getattr(self, "_engine", None)
+        return 0 if engine is None else engine.clear_compiled()
 
     @property
     def engine(self) -> ArrayEngine:
