@@ -439,7 +439,7 @@ def STRATEGY_KEYS(strategy):  # noqa: N802
 @parity_settings(ci=1, dev=2)  # two gradient compiles (float32, float64) per backend and example
 @given(data=st.data())
 def test_float32_gradients(bk, data):
-    """float32 gradients within 2e-3 of float64 (same backend): float32 prices, weights and parameters carry
+    """float32 gradients within 5e-3 of float64 (same backend; weights pinned at a bound: 5e-2): float32 prices, weights and parameters carry
     ~6e-8 relative rounding, and the estimators' sums and the backward recursion over 1,440 minutes amplify it
     (weights are differences of EWMAs, so a gradient loses ~3 digits to cancellation: ~1e-4..1e-3 measured)."""
     settings = data.draw(static_settings(n_assets=(2, 3), names=("momentum", "power_channel", "min_variance"),
@@ -460,7 +460,9 @@ def test_float32_gradients(bk, data):
     # the objective hardly depends on (k where the speed limit binds: 2.6e-8 against 1.1e-6 for lambda)
     # has a gradient whose float32 rounding (~9e-11 measured, eps32 |objective| amplified) is a large part
     whole = max([float(np.max(np.abs(v))) for v in g["float64"].values()] + [1e-6 * float(abs(out["float64"][0]))])
-    # 2e-3 (1e-6..1e-4 measured with every weight off its bounds). A weight pinned within a few weight
+    # 5e-3 with every weight off its bounds: 1e-6..1e-4 typical, the worst of a thorough run 2.4e-3 (power
+    # channel, gas 2.1 USD at a gate temperature of 2 USD, where the smooth map amplifies float32 rounding
+    # about twofold), above the 2e-3 first set here. A weight pinned within a few weight
     # temperatures of its floor or ceiling (the smooth clip's knee) loses more in the backward pass, with
     # float32 weights still within 3e-6 of float64: 6.3e-3 measured (power channel, a weight 8e-5 above its
     # floor) and 3.0e-2 (momentum with k ~ 200 per day, weights driven into their bounds). That is a known
@@ -472,7 +474,7 @@ def test_float32_gradients(bk, data):
     pinned = bool(np.any(sim.weights < w_min + knee) or np.any(sim.weights > w_max - knee))
     for k in g["float64"]:
         assert g["float32"][k].dtype == np.float32
-        assert_scaled(g["float32"][k], g["float64"][k], 5e-2 if pinned else 2e-3, f"{k} (pinned: {pinned})",
+        assert_scaled(g["float32"][k], g["float64"][k], 5e-2 if pinned else 5e-3, f"{k} (pinned: {pinned})",
                       scale=whole)
 
 
