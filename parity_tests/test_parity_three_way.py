@@ -439,9 +439,10 @@ def STRATEGY_KEYS(strategy):  # noqa: N802
 @parity_settings(ci=1, dev=2)  # two gradient compiles (float32, float64) per backend and example
 @given(data=st.data())
 def test_float32_gradients(bk, data):
-    """float32 gradients within 5e-3 of float64 (same backend; weights pinned at a bound: 5e-2): float32 prices, weights and parameters carry
-    ~6e-8 relative rounding, and the estimators' sums and the backward recursion over 1,440 minutes amplify it
-    (weights are differences of EWMAs, so a gradient loses ~3 digits to cancellation: ~1e-4..1e-3 measured)."""
+    """float32 gradients within 5e-3 of float64 (same backend; with a weight pinned at a bound 5e-2): float32
+    prices, weights and parameters carry ~6e-8 relative rounding, and the estimators' sums and the backward
+    recursion over 1,440 minutes amplify it (weights are differences of EWMAs, so a gradient loses ~3 digits
+    to cancellation: ~1e-4..1e-3 measured)."""
     settings = data.draw(static_settings(n_assets=(2, 3), names=("momentum", "power_channel", "min_variance"),
                                          chunk_periods=(60,), frictions=("fee",)))
     # gas <= 2 x the gate temperature (2 USD): a gate event's one-step amplification (gas + cost) / (2 tau) is
