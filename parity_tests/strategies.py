@@ -146,7 +146,8 @@ def pools(draw, settings: dict, fee=None, gas=None, arb_fee=None, max_fee: float
         rates = (draw(positive_fees(max_fee) if fee is None else fee), draw(any_gas if gas is None else gas),
                  draw(any_arb_fee))
     else:
-        rates = (0.0, draw(st.floats(0.1, 50.0) if gas is None else gas), draw(any_arb_fee))
+        # a positive gas whatever ``gas`` draws: "gas_only" is a friction (the palette fixes has_fees)
+        rates = (0.0, draw(st.floats(0.1, 50.0) if gas is None else gas.filter(lambda g: g > 0.0)), draw(any_arb_fee))
     pool = tfmm.Pool(
         fee=rates[0], gas=rates[1], arb_fee=rates[2], chunk_period=chunk,
         interpolation_period=interpolation_minutes(settings["interpolation_period"], chunk),

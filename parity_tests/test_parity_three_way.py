@@ -143,10 +143,12 @@ def test_trajectories_three_way(case):
         np.testing.assert_allclose(sim.values, jx.values, rtol=1e-5, err_msg=sim.backend)
     assume(not near_boundary(ref))
     # the same decisions every minute: rounding of 10,080 steps (~1e-13 measured)
+    # torch's weights differ from JAX's and the reference's by up to ~1.3e-9 (association order, above), and
+    # its reserves follow them: 1.9e-9 measured (fee 0, gas 1 USD); JAX against the reference: 1e-9
     for a, b in ((tc, jx), (jx, ref), (tc, ref)):
         for q in ("reserves", "values"):
-            np.testing.assert_allclose(getattr(a, q), getattr(b, q), rtol=1e-9,
-                                       err_msg=f"{a.backend} vs {b.backend} {q}")
+            np.testing.assert_allclose(getattr(a, q), getattr(b, q), rtol=1e-8 if "torch" in (a.backend, b.backend)
+                                       else 1e-9, err_msg=f"{a.backend} vs {b.backend} {q}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -237,7 +239,15 @@ def test_kernel_equals_scan(bk, data):
         # (1) every minute from the scan's state: one step of rounding, through the gate's slope where the
         # margin is near 0 (<= 4.5e-14 measured, gas 49 USD), so 1e-12 as for tests/test_fee_kernel.py's step
         one = {fp: one_step_each_minute(bk.name, fp, sims["scan"], smoothing) for fp in ("kernel", "scan")}
-        np.testing.assert_allclose(one["kernel"][0], one["scan"][0], rtol=1e-12, err_msg="one-step reserves")
+        if settings["selection"] == "hard":
+            # hard selection is an argmax: where two candidates tie to rounding (frictionless pools, fee 1e-4)
+            # kernel and scan may pick either from the same state (2 of 1,196 entries measured, apart by
+            # 5e-5 ~ the fee); those minutes hold to the no-arbitrage band, every other one to 1e-12
+            rel = np.abs(one["kernel"][0] / one["scan"][0] - 1.0)
+            flipped = np.any(rel > 1e-12, axis=1)
+            assert flipped.mean() <= 0.01 and float(rel.max()) <= 2 * pool.fee + 1e-12, (flipped.sum(), rel.max())
+        else:
+            np.testing.assert_allclose(one["kernel"][0], one["scan"][0], rtol=1e-12, err_msg="one-step reserves")
         # USD per minute, exactly 0 where nothing traded: judged on the bout's largest fee
         assert_scaled(one["kernel"][1], one["scan"][1], 1e-10, "one-step fees")
         # (2) free-running paths while rounding is not amplified past 100-fold
@@ -380,7 +390,10 @@ GRAD_SMOOTHING = tfmm.Smoothing(gate_temperature=2.0, selection_temperature=2.0,
 def test_smooth_gradients_three_way(name, data):
     both_array_backends()
     settings = data.draw(static_settings(n_assets=(2, 3), names=(name,), chunk_periods=(5, 60)))
-    pool = data.draw(pools(settings, fee=st.sampled_from([0.003, 0.01])))
+    # gas <= 2 x the gate temperature, as for test_float32_gradients: above it the smooth map amplifies
+    # float64 rounding too (measured, gas 19 USD: JAX and torch gradients 8.7e-7 apart, at 4 USD 1e-12)
+    pool = data.draw(pools(settings, fee=st.sampled_from([0.003, 0.01]),
+                           gas=st.one_of(st.just(0.0), st.floats(0.1, 2 * GRAD_SMOOTHING.gate_temperature))))
     n = settings["n"]
     strategy = data.draw(strategies_for(n, pool.chunk_period, names=(name,), noise=0.1))
     prices = data.draw(st.builds(make_prices, st.integers(0, 2**32 - 1), st.just(n), st.just(3 * DAY),
@@ -393,43 +406,121 @@ def test_smooth_gradients_three_way(name, data):
     # reverse-mode implementations (association order), judged on the largest entry of each gradient
     np.testing.assert_allclose(v_tc, v_jax, rtol=1e-10)
     # judged on the whole gradient's largest entry (a parameter the objective hardly depends on has a
-    # gradient of ~1e-15 that only rounding decides)
-    scale = max(float(np.max(np.abs(g))) for g in g_jax.values())
+    # gradient of ~1e-15 that only rounding decides), at least 1e-12: the returns objective's own rounding is
+    # ~1e-14 (below), so a smaller gradient is 0 to any measurement (measured: a pinned pool's whole gradient
+    # 7.9e-51 in JAX, exactly 0 in torch)
+    scale = max(max(float(np.max(np.abs(g))) for g in g_jax.values()), 1e-12)
+    # plus what rounding-sized changes of the input move JAX's own gradient by (rounding_sensitivity): where
+    # the map amplifies rounding the two implementations' roundings part them as much (measured: mean-
+    # reversion channel, 5-minute chunks, k ~ 90 per day: 1.6e-7 relative apart, the same order)
+    sensitivity = rounding_sensitivity(prices, strategy, pool, start, length, g_jax)
     for k in STRATEGY_KEYS(strategy):
-        np.testing.assert_allclose(g_tc[k], g_jax[k], rtol=1e-8, atol=1e-8 * scale, err_msg=f"torch vs jax {k}")
-    # Richardson-extrapolated central differences: truncation O(h^4) (a draw with a sharp smooth speed limit
-    # had h^2 |f'''| / 6 = 2.3e-4 relative at the plain step) plus rounding e_f / h ~ 1e-13; plus 1e-9
-    # absolute, e_f / h for a returns objective. Smooth mode keeps kinks (candidate validity, gas thresholds,
-    # the speed limit's clip): one within a step of the parameter makes the differences the mean slope across
-    # it (measured: 1.1e-4 relative off at h = 3e-5 and 1e-5, 1e-7 at h <= 3e-6, autodiff equal to the
-    # latter); where the smooth map amplifies rounding (gas near the gate temperature) the objective carries
-    # ~1e-13 of noise, which a small step turns into errors e_f / h (measured: 3e-5 relative at h = 1e-3,
-    # 5e-3 at h = 1e-6). So where the default step disagrees the reference is asked again at ten times and
-    # at a tenth of it: three independent estimates, of which one agreeing to 1e-5 is no coincidence
+        np.testing.assert_allclose(g_tc[k], g_jax[k], rtol=1e-8, atol=1e-8 * scale + 10.0 * sensitivity,
+                                   err_msg=f"torch vs jax {k}")
+    # The reference's difference quotients (reference_slopes), each exact to O(s^2) or better where the
+    # objective is smooth across its stencil: the Richardson-extrapolated central difference (a draw with a
+    # sharp smooth speed limit had h^2 |f^(3)| / 6 = 2.3e-4 relative at the plain step) and second-order
+    # one-sided differences to the left and to the right. Smooth mode is only piecewise smooth: candidate
+    # validity and the gas threshold stay hard, so kinks remain, dense where many minutes sit at the edge of
+    # the no-arbitrage band. A kink inside a stencil makes it a mean slope across it (measured: 1.1e-4
+    # relative off at steps 3e-5 and 1e-5, 1e-7 at <= 3e-6; another draw 2e-3, 7e-4 and 4e-5 off at steps
+    # 3e-5, 3e-4 and 3e-6), and autodiff gives the derivative on the kink-free side, so at least one stencil
+    # at one step must agree to 1e-5 (plus 1e-5 of the gradient's scale). Each also carries the objective's
+    # rounding e_f divided by the step, measured on each example (objective_noise: 1.8e-14 at fee 1%, 3e-13
+    # at fee 0 with gas 0.5 USD, where the gate sits mid-sigmoid), which bounds how small a step helps
     from tfmm.reference.backend import DEFAULT_RELATIVE_STEP
 
-    steps = (DEFAULT_RELATIVE_STEP, DEFAULT_RELATIVE_STEP * 10, DEFAULT_RELATIVE_STEP / 10)
-    mismatches = []
-    for h in steps:
-        _, g_ref = richardson_reference_grads(prices, strategy, pool, start, length, GRAD_SMOOTHING, h)
-        mismatches = [k for k in STRATEGY_KEYS(strategy)
-                      if not np.allclose(g_ref[k], g_jax[k], rtol=1e-5, atol=1e-5 * scale + 1e-9)]
-        if not mismatches:
+    noise = objective_noise(prices, strategy, pool, start, length, GRAD_SMOOTHING)
+    slopes = {}
+    for h in (DEFAULT_RELATIVE_STEP, DEFAULT_RELATIVE_STEP * 10, DEFAULT_RELATIVE_STEP / 10,
+              DEFAULT_RELATIVE_STEP / 100):
+        slopes[h] = reference_slopes(prices, strategy, pool, start, length, GRAD_SMOOTHING, h)
+        outside = {k: reference_gap(g_jax[k], slopes, k, strategy.params[k], noise, 1e-5, 1e-5 * scale)
+                   for k in STRATEGY_KEYS(strategy)}
+        outside = {k: gap for k, gap in outside.items() if gap > 0}
+        if not outside:
             break
-    assert not mismatches, (f"reference vs jax {mismatches} at steps {steps}: jax {g_jax}, reference "
-                            f"(last step) {g_ref}")
+    assert not outside, (f"reference vs jax: {outside} past the tolerance; objective noise {noise:.2e}; jax "
+                         f"{g_jax}, reference (central, left, right) by relative step {slopes}")
 
 
-def richardson_reference_grads(prices, strategy, pool, start, length, smoothing, h):
-    """(value, grads) of the reference's central differences at relative steps h and h / 2 combined as
-    ``(4 g(h / 2) - g(h)) / 3``, which cancels the h^2 term of the truncation error."""
+def rounding_sensitivity(prices, strategy, pool, start, length, g_jax) -> float:
+    """Largest change of JAX's float64 gradient when every price moves by a few eps (relative +-4e-16, fixed
+    pseudo-random signs): the size of gradient differences that rounding alone can cause on this example."""
+    rng = np.random.default_rng(0)
+    values = np.asarray(prices.values, dtype=np.float64)
+    nudged = tfmm.Prices(values * (1.0 + 4e-16 * rng.choice([-1.0, 1.0], values.shape)))
+    _, g = grads_of("jax", nudged, strategy, pool, start, length, GRAD_SMOOTHING)
+    return max(float(np.max(np.abs(g[k] - g_jax[k]))) for k in g_jax)
+
+
+def _reference_returns(prices, strategy, pool, start, length, smoothing, params) -> float:
+    """The reference's smooth-mode returns objective with the strategy's parameters replaced by ``params``."""
     from tfmm.api import make_request
 
     ref = tfmm.get_backend("reference")
-    request = make_request(prices, strategy, pool, start=start, length=length, mode="smooth", smoothing=smoothing)
-    value, coarse = ref.value_and_grad_objective(request, "returns", relative_step=h)
-    _, fine = ref.value_and_grad_objective(request, "returns", relative_step=h / 2)
-    return np.asarray(value), {k: (4.0 * np.asarray(fine[k]) - np.asarray(coarse[k])) / 3.0 for k in coarse}
+    request = make_request(prices, strategy.with_params(params), pool, start=start, length=length, mode="smooth",
+                           smoothing=smoothing)
+    return float(ref.metrics(ref.simulate(request))["returns"])
+
+
+def _shifted(params: dict, key: str, index: int, d: float) -> dict:
+    out = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
+    out[key].flat[index] += d
+    return out
+
+
+def objective_noise(prices, strategy, pool, start, length, smoothing, probes: int = 9, spacing: float = 1e-7) -> float:
+    """Rounding noise of the reference's returns objective, e_f: three times the largest deviation from a
+    fitted parabola of f at ``probes`` points along all parameters at once, ``spacing`` x max(1, |x|) apart
+    (large enough to reshuffle every rounding, small enough that the cubic term, ~|f^(3)| (4 spacing)^3, is
+    ~1e-19; the factor covers the larger maximum over a gradient's hundreds of evaluations)."""
+    shifts = spacing * np.arange(-(probes // 2), probes // 2 + 1)
+    def moved(t):
+        return {k: np.asarray(v, dtype=np.float64) + t * np.maximum(1.0, np.abs(v)) for k, v in strategy.params.items()}
+    values = np.array([_reference_returns(prices, strategy, pool, start, length, smoothing, moved(t)) for t in shifts])
+    residual = values - np.polyval(np.polyfit(shifts, values, 2), shifts)
+    return 3.0 * float(np.max(np.abs(residual)))
+
+
+# noise amplification of each stencil below: its error from evaluations off by <= e_f is <= factor e_f / s
+SLOPE_NOISE_FACTORS = np.array([3.0, 8.0, 8.0])
+
+
+def reference_slopes(prices, strategy, pool, start, length, smoothing, h) -> dict:
+    """key -> (3, *shape): at the absolute step s = h max(1, |x|), from f at x, x +- s / 2 and x +- s:
+    the Richardson central difference (4 D(s / 2) - D(s)) / 3, D(s) = (f(x + s) - f(x - s)) / (2 s), and the
+    one-sided (-3 f(x) + 4 f(x + s / 2) - f(x + s)) / s and (3 f(x) - 4 f(x - s / 2) + f(x - s)) / s (left one
+    with the signs mirrored), all with truncation O(s^2) or smaller."""
+    f = functools.partial(_reference_returns, prices, strategy, pool, start, length, smoothing)
+    f0 = f(strategy.params)
+    out = {}
+    for key, x in strategy.params.items():
+        x = np.asarray(x, dtype=np.float64)
+        slopes = np.empty((3,) + x.shape)
+        for index in range(x.size):
+            s = h * max(1.0, abs(float(x.flat[index])))
+            fp, fm = (f(_shifted(strategy.params, key, index, d)) for d in (s, -s))
+            fhp, fhm = (f(_shifted(strategy.params, key, index, d)) for d in (s / 2, -s / 2))
+            central = (4.0 * (fhp - fhm) / s - (fp - fm) / (2.0 * s)) / 3.0
+            left = (3.0 * f0 - 4.0 * fhm + fm) / s
+            right = (-3.0 * f0 + 4.0 * fhp - fp) / s
+            slopes.reshape(3, -1)[:, index] = (central, left, right)
+        out[key] = slopes
+    return out
+
+
+def reference_gap(grad, slopes: dict, key: str, x, noise: float, rtol: float, atol: float) -> float:
+    """How far (largest entry, objective units per parameter unit) ``grad`` lies outside the closest of the
+    reference's slopes at any step, allowing rtol |grad| + atol + factor e_f / s (0 or less when inside)."""
+    grad, x = np.asarray(grad, dtype=np.float64), np.asarray(x, dtype=np.float64)
+    gaps = []
+    for h, by_key in slopes.items():
+        step = h * np.maximum(1.0, np.abs(x))
+        for estimate, factor in zip(by_key[key], SLOPE_NOISE_FACTORS):
+            allowed = rtol * np.abs(grad) + atol + factor * noise / step
+            gaps.append(np.abs(estimate - grad) - allowed)
+    return float(np.max(np.min(np.stack(gaps), axis=0)))
 
 
 def STRATEGY_KEYS(strategy):  # noqa: N802
