@@ -70,8 +70,11 @@ def test_exact_forward_values_on_decision_boundaries(case):
     for backend in ARRAY_BACKENDS:  # torch too: the three-way trajectories hold such draws to values only
         sim = _run(backend, prices, strategy, pool, start, length, "exact")
         np.testing.assert_allclose(sim.weights, ref.weights, rtol=1e-10, atol=1e-12)  # as in the strict test
-        # a flipped choice is a trade of ~1e-10 USD of profit: values moved by <= 6e-10 in every case measured
-        np.testing.assert_allclose(sim.values, ref.values, rtol=1e-8, err_msg=backend)
+        # a flipped choice is a trade of ~1e-10 USD of profit, but afterwards the two pools sit at different
+        # points of the no-arbitrage band (offset ~ fee), where the value at market prices differs at second
+        # order, ~fee^2 / 2, and each later rebalancing keeps such a gap: 1.4e-7 measured (balancer, fee 1e-3,
+        # 1,440 minutes; most draws <= 6e-10), so 5 fee^2 (and at least 1e-8, the rounding of the path)
+        np.testing.assert_allclose(sim.values, ref.values, rtol=max(1e-8, 5 * pool.fee**2), err_msg=backend)
         # the two pools sit at different points of the same no-arbitrage band (width ~ fee per asset)
         np.testing.assert_allclose(sim.reserves, ref.reserves, rtol=2 * pool.fee, err_msg=backend)
 
