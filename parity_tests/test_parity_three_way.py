@@ -502,23 +502,23 @@ SLOPE_NOISE_FACTORS = np.array([3.0, 8.0, 8.0])
 def reference_slopes(prices, strategy, pool, start, length, smoothing, h) -> dict:
     """key -> (3, *shape): at the absolute step s = h max(1, |x|), from f at x, x +- s / 2 and x +- s:
     the Richardson central difference (4 D(s / 2) - D(s)) / 3, D(s) = (f(x + s) - f(x - s)) / (2 s), and the
-    one-sided (-3 f(x) + 4 f(x + s / 2) - f(x + s)) / s and (3 f(x) - 4 f(x - s / 2) + f(x - s)) / s (left one
-    with the signs mirrored), all with truncation O(s^2) or smaller."""
+    one-sided (-3 f(x) + 4 f(x + s / 2) - f(x + s)) / s and (3 f(x) - 4 f(x - s / 2) + f(x - s)) / s, all with
+    truncation O(s^2) or smaller. s is taken as (x + s) - x as rounded (tfmm.finite_differences does likewise),
+    so x + s is exact and the other points are off by at most eps |x| (~3e-10 of the smallest step)."""
     f = functools.partial(_reference_returns, prices, strategy, pool, start, length, smoothing)
     f0 = f(strategy.params)
     out = {}
     for key, x in strategy.params.items():
         x = np.asarray(x, dtype=np.float64)
-        slopes = np.empty((3,) + x.shape)
-        for index in range(x.size):
-            s = h * max(1.0, abs(float(x.flat[index])))
-            fp, fm = (f(_shifted(strategy.params, key, index, d)) for d in (s, -s))
-            fhp, fhm = (f(_shifted(strategy.params, key, index, d)) for d in (s / 2, -s / 2))
+        slopes = np.empty((3, x.size))
+        for index, xi in enumerate(x.flat):
+            s = (xi + h * max(1.0, abs(float(xi)))) - xi
+            fp, fm, fhp, fhm = (f(_shifted(strategy.params, key, index, d)) for d in (s, -s, s / 2, -s / 2))
             central = (4.0 * (fhp - fhm) / s - (fp - fm) / (2.0 * s)) / 3.0
             left = (3.0 * f0 - 4.0 * fhm + fm) / s
             right = (-3.0 * f0 + 4.0 * fhp - fp) / s
-            slopes.reshape(3, -1)[:, index] = (central, left, right)
-        out[key] = slopes
+            slopes[:, index] = (central, left, right)
+        out[key] = slopes.reshape((3,) + x.shape)
     return out
 
 
